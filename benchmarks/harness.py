@@ -1,0 +1,204 @@
+"""Runs the benchmark: every (peer, config, optimizer, dtype) group in its own fresh subprocess.
+
+Thread pools of torch (OpenMP), XLA and OpenBLAS keep spinning after a call and fight over the
+cores when mixed in one process, so each measurement runs ``python -m benchmarks.worker`` alone,
+one after another. The GEMM rate of each dtype is measured first, then, group by group, every
+peer in turn (so a group's peers are measured close together in time).
+
+A peer whose module is missing or whose ``available()`` gives a reason is *skipped* (once
+noted, it is not started again); a peer that raises or dies is an *error* with its last line;
+the run goes on either way. This process never imports torch or jax.
+
+Entry point: :func:`main` (``python -m benchmarks``; ``derive bench`` calls it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import report
+from benchmarks.configs import CONFIGS, DTYPES, OPTIMIZERS, Config, flops_per_step, select
+from benchmarks.peers import all_peers, module_exists
+from benchmarks.worker import RESULT_MARKER
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
+QUICK_CONFIGS = ("tiny", "small")
+QUICK_DTYPES = ("float64",)
+GEMM_STEPS, GEMM_REPEATS = 1, 7
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``; None stays None."""
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Time one training step (forward + backward + update) of small dense "
+        "networks in several libraries, side by side, each in its own subprocess.",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="fast smoke run: tiny+small, float64, fewer steps and repeats")
+    p.add_argument("--configs", action="append", metavar="NAMES",
+                   help=f"comma-separated subset of: {', '.join(CONFIGS)}")
+    p.add_argument("--peers", action="append", metavar="NAMES",
+                   help=f"comma-separated subset of: {', '.join(all_peers())} (gemm is always run "
+                   "unless --no-gemm)")
+    p.add_argument("--dtypes", action="append", metavar="NAMES",
+                   help=f"comma-separated subset of: {', '.join(DTYPES)}")
+    p.add_argument("--optimizers", action="append", metavar="NAMES",
+                   help=f"comma-separated subset of: {', '.join(OPTIMIZERS)}")
+    p.add_argument("--steps", type=int, help="training steps per timed repeat (overrides each config's)")
+    p.add_argument("--repeats", type=int, help="timed repeats (overrides each config's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initial parameters and batches")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per measurement")
+    p.add_argument("--no-gemm", action="store_true", help="do not measure the GEMM rate")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report (default: %(default)s)")
+    p.add_argument("--json", type=Path, help="also write the raw results as JSON here")
+    p.add_argument("--list", action="store_true", help="list configs and peers and exit")
+    return p
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan(args: argparse.Namespace) -> list[dict]:
+    """The jobs to run, in order (GEMM first). Raises ValueError on unknown names."""
+    peers = all_peers()
+    configs = select(_split(args.configs) or (list(QUICK_CONFIGS) if args.quick else None), CONFIGS, "config")
+    dtypes = select(_split(args.dtypes) or (list(QUICK_DTYPES) if args.quick else None), DTYPES, "dtype")
+    optimizers = select(_split(args.optimizers), OPTIMIZERS, "optimizer")
+    chosen = select(_split(args.peers), peers, "peer")
+    step_peers = [p for p in chosen if p != "gemm"]
+
+    jobs: list[dict] = []
+    if not args.no_gemm:
+        for dt in dtypes:
+            jobs.append(dict(peer="gemm", module=peers["gemm"], config=None, optimizer=None, dtype=dt,
+                             steps=GEMM_STEPS, repeats=3 if args.quick else GEMM_REPEATS, seed=args.seed))
+    for cname in configs:
+        cfg = CONFIGS[cname]
+        steps = args.steps or (max(1, cfg.steps // 4) if args.quick else cfg.steps)
+        repeats = args.repeats or (max(3, cfg.repeats // 3) if args.quick else cfg.repeats)
+        for opt in optimizers:
+            for dt in dtypes:
+                for peer in step_peers:
+                    jobs.append(dict(peer=peer, module=peers[peer], config=cfg.to_json(), optimizer=opt,
+                                     dtype=dt, steps=steps, repeats=repeats, seed=args.seed))
+    return jobs
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_worker(job: dict, timeout: float) -> dict:
+    """Run one job in a fresh ``python -m benchmarks.worker`` and return its result dict."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.worker", json.dumps(job)],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "error", "error": f"timed out after {timeout:g} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):])
+    tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    last = tail[-1].strip() if tail else "no output"
+    return {"status": "error", "error": f"worker exited with code {proc.returncode}: {last}",
+            "traceback": "\n".join(tail[-30:])}
+
+
+def _label(job: dict) -> str:
+    if job["config"] is None:
+        return f"{job['peer']} {job['dtype']}"
+    return f"{job['config']['name']} {job['optimizer']} {job['dtype']} {job['peer']}"
+
+
+def _progress(res: dict) -> str:
+    if res["status"] == "skipped":
+        return f"skipped ({res['reason']})"
+    if res["status"] == "error":
+        return f"ERROR {res['error']}"
+    if "gflops" in res:
+        return f"{res['gflops']:.1f} GFLOP/s  [{res['wall_s']:.1f} s]"
+    return (f"{res['median_s'] * 1e6:,.1f} µs/step (p10 {res['p10_s'] * 1e6:,.1f}, "
+            f"p90 {res['p90_s'] * 1e6:,.1f})  [{res['wall_s']:.1f} s]")
+
+
+def run_jobs(jobs: list[dict], timeout: float, log=print) -> list[dict]:
+    """Run ``jobs`` one after another; returns one result record per job."""
+    skipped: dict[str, str] = {}
+    results = []
+    for k, job in enumerate(jobs, 1):
+        peer = job["peer"]
+        if peer not in skipped and not module_exists(job["module"]):
+            path = job["module"].replace(".", "/") + ".py"
+            skipped[peer] = f"{path} not found"
+        if peer in skipped:
+            res = {"status": "skipped", "reason": skipped[peer]}
+        else:
+            t0 = time.perf_counter()
+            res = run_worker(job, timeout)
+            res.setdefault("wall_s", time.perf_counter() - t0)
+            if res["status"] == "skipped":
+                skipped[peer] = res["reason"]
+        res.update(peer=peer, optimizer=job["optimizer"], dtype=job["dtype"], config=None)
+        if job["config"] is not None:
+            cfg = Config.from_json(job["config"])
+            res.update(config=cfg.name, describe=cfg.describe(), flops=flops_per_step(cfg))
+        results.append(res)
+        log(f"[{k}/{len(jobs)}] {_label(job)}: {_progress(res)}")
+    return results
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
+    """Run the benchmark; returns 0, or 1 if a peer failed, or 2 on bad arguments."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.list:
+        for c in CONFIGS.values():
+            print(f"config {c.name:7s} {c.describe()}  steps={c.steps} repeats={c.repeats}")
+        for name, module in all_peers().items():
+            print(f"peer   {name:12s} {module}{'' if module_exists(module) else '  (missing)'}")
+        return 0
+    try:
+        jobs = plan(args)
+    except ValueError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    results = run_jobs(jobs, args.timeout, log)
+    wall = time.perf_counter() - t0
+
+    meta = report.machine_info()
+    meta.update(date=started, command=" ".join([prog, *map(shlex.quote, argv)]), wall_s=wall)
+    text = report.format_report(results, meta)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    log(f"wrote {args.out} ({wall:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1), encoding="utf-8")
+        log(f"wrote {args.json}")
+    return 1 if any(r["status"] == "error" for r in results) else 0

@@ -1,0 +1,90 @@
+"""Peers: the implementations ``derive bench`` times side by side.
+
+The peer interface
+==================
+A peer is one module in this package. It must be cheap to import: import heavy libraries
+(torch, jax, numba, generated kernels) *inside* its functions, never at module top level,
+because the harness process must not start their thread pools. Each peer is run by
+``benchmarks.worker`` in its own fresh subprocess, one (peer, config, optimizer, dtype) group
+per process.
+
+A peer module defines::
+
+    NAME: str
+        The peer's name in reports (e.g. ``"numpy"``).
+
+    KIND: str = "step"            # optional; "gemm" only for the machine-rate peer
+        "step" peers time training steps for every group; a "gemm" peer is run once per
+        dtype with ``config=None`` and must return ``gflops``.
+
+    def available() -> str | None:
+        None if the peer can run here, else a short reason ("torch not installed").
+        A peer that is not available is reported as *skipped*, not as an error.
+
+    def measure(config: Config | None, optimizer: str, dtype: str, *,
+                steps: int, repeats: int, seed: int) -> dict:
+        Train ``config`` (a :class:`benchmarks.configs.Config`) with ``optimizer``
+        ("sgd" | "adam"; hyper-parameters in ``benchmarks.configs.OPTIMIZERS``) in
+        ``dtype`` ("float32" | "float64"), starting from
+        ``benchmarks.configs.init_params(config, dtype, seed)`` and cycling through the batch
+        pool ``benchmarks.configs.make_batches(config, dtype, seed)`` (a new mini-batch every
+        step). Time it with ``benchmarks.timing.time_blocks(run_block, steps=steps,
+        repeats=repeats)`` and return its dict (plus any extra keys).
+
+The result dict
+---------------
+Required:
+    ``median_s``  median seconds per training step (forward + loss + backward + update)
+    ``p10_s``, ``p90_s``  10th / 90th percentile of the per-step samples (seconds)
+Filled in by ``time_blocks`` (keep them):
+    ``min_s``, ``steps``, ``repeats``,
+    ``first_call_s``  seconds of the first block of ``steps`` steps (includes JIT compilation),
+    ``warmup_s``  seconds spent warming up after it,
+    ``first_loss``  loss of the very first step (initial params, batch 0); the report flags
+                    peers that disagree.
+Optional:
+    ``compile_s``  compile time measured separately, ``note`` a remark shown in the report,
+    ``version``  version string of the library the peer times,
+    ``gflops``  (gemm peers only) the machine's GEMM rate.
+
+Registering a peer
+------------------
+Add it to :data:`PEERS` (name -> module), or simply drop a module in this package: any module
+not listed whose name does not start with ``_`` is discovered under its module name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pkgutil
+from pathlib import Path
+
+PEERS: dict[str, str] = {
+    "gemm": "benchmarks.peers.gemm",
+    "derive": "benchmarks.peers.derive_peer",
+    "numpy": "benchmarks.peers.numpy_peer",
+    "torch_eager": "benchmarks.peers.torch_eager",
+    "jax_step": "benchmarks.peers.jax_step",
+    "jax_scan": "benchmarks.peers.jax_scan",
+}
+"""Known peers in report order: name -> module. ``derive`` is provided by the project."""
+
+
+def all_peers() -> dict[str, str]:
+    """:data:`PEERS` plus any other module found in this package (by its module name)."""
+    peers = dict(PEERS)
+    known_modules = set(PEERS.values())
+    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
+        module = f"{__name__}.{info.name}"
+        if info.name.startswith("_") or module in known_modules:
+            continue
+        peers[info.name] = module
+    return peers
+
+
+def module_exists(module: str) -> bool:
+    """Whether ``module`` can be found, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False

@@ -1,0 +1,247 @@
+"""Formats benchmark results as Markdown (printed and written to ``--out``).
+
+A *result record* is one peer's dict (see :mod:`benchmarks.peers`) plus ``status``, ``peer``,
+``config`` (name, or None for GEMM), ``optimizer``, ``dtype`` and, for step peers, ``flops``
+(matmul FLOPs per step) and ``describe`` (e.g. ``"2-8-1 tanh/sigmoid BCE b32"``).
+
+For each (config, optimizer, dtype) group the report gives, per peer: median µs/step and its
+p10-p90 spread, GFLOP/s (``flops / median``), the share of the GEMM rate of the same dtype
+measured in the same run, and ``speedup vs best other peer`` = (median of the fastest *other*
+peer) / (this peer's median): above 1 means faster than every other peer.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable
+from importlib import metadata
+
+LIBRARIES = ("numpy", "torch", "jax", "jaxlib", "optax", "numba")
+LOSS_RTOL = {"float32": 1e-4, "float64": 1e-9}
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_info() -> dict:
+    """CPU, cores, OS and library versions, without importing torch or jax."""
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            versions[lib] = None
+    blas = ""
+    try:
+        import numpy as np
+
+        dep = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{dep.get('name', '?')} {dep.get('version', '')}".strip()
+    except Exception:  # informational only
+        pass
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "python": platform.python_version(),
+        "versions": versions,
+        "blas": blas,
+    }
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def fmt_us(seconds: float) -> str:
+    us = seconds * 1e6
+    if us < 10:
+        return f"{us:.2f}"
+    if us < 1000:
+        return f"{us:.1f}"
+    return f"{us:,.0f}"
+
+
+def fmt_gflops(g: float) -> str:
+    return f"{g:.3f}" if g < 1 else f"{g:.1f}" if g < 100 else f"{g:.0f}"
+
+
+def gemm_rates(results: Iterable[dict]) -> dict[str, float]:
+    """dtype -> GFLOP/s from the GEMM results of the run."""
+    return {r["dtype"]: r["gflops"] for r in results if r.get("status") == "ok" and "gflops" in r}
+
+
+def speedups(medians: dict[str, float]) -> dict[str, tuple[float, str] | None]:
+    """peer -> (best other peer's median / this median, that other peer), None if alone."""
+    out: dict[str, tuple[float, str] | None] = {}
+    for peer, t in medians.items():
+        others = {p: m for p, m in medians.items() if p != peer}
+        if not others:
+            out[peer] = None
+            continue
+        best = min(others, key=others.get)
+        out[peer] = (others[best] / t, best)
+    return out
+
+
+def groups(results: Iterable[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """(config, optimizer, dtype) -> its step-peer records, in run order."""
+    out: dict[tuple[str, str, str], list[dict]] = {}
+    for r in results:
+        if r.get("config") is not None:
+            out.setdefault((r["config"], r["optimizer"], r["dtype"]), []).append(r)
+    return out
+
+
+def loss_check(rows: list[dict], dtype: str) -> str:
+    """One line saying whether the peers' first-step losses agree."""
+    losses = {r["peer"]: r["first_loss"] for r in rows
+              if r.get("status") == "ok" and r.get("first_loss") is not None}
+    if len(losses) < 2:
+        return ""
+    ref_peer = "numpy" if "numpy" in losses else next(iter(losses))
+    ref = losses[ref_peer]
+    tol = LOSS_RTOL.get(dtype, 1e-4)
+    rel = {p: abs(v - ref) / max(abs(ref), 1e-300) for p, v in losses.items()}
+    bad = {p: losses[p] for p, e in rel.items() if e > tol}
+    if bad:
+        parts = ", ".join(f"{p} {v:.10g}" for p, v in bad.items())
+        return f"**First-step losses disagree** with {ref_peer} ({ref:.10g}): {parts}."
+    return f"First-step losses agree (loss {ref:.6g}, max relative difference {max(rel.values()):.1e})."
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def group_table(rows: list[dict], gemm: dict[str, float]) -> list[str]:
+    """Markdown lines of one group's table (skipped peers are left out)."""
+    ok = {r["peer"]: r for r in rows if r.get("status") == "ok"}
+    sp = speedups({p: r["median_s"] for p, r in ok.items()})
+    lines = [
+        "| peer | µs/step | p10 – p90 | GFLOP/s | % of GEMM | speedup vs best other | first call (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        peer = r["peer"]
+        if r.get("status") == "skipped":
+            continue
+        if r.get("status") != "ok":
+            lines.append(f"| {peer} | error: {r.get('error', '?')} | | | | | |")
+            continue
+        g = r["flops"] / r["median_s"] / 1e9
+        rate = gemm.get(r["dtype"])
+        share = f"{100 * g / rate:.1f} %" if rate else "—"
+        s = sp[peer]
+        speed = "—" if s is None else f"{s[0]:.2f}× ({s[1]})"
+        first = r.get("first_call_s")
+        lines.append(
+            f"| {peer} | {fmt_us(r['median_s'])} | {fmt_us(r['p10_s'])} – {fmt_us(r['p90_s'])} "
+            f"| {fmt_gflops(g)} | {share} | {speed} | {'' if first is None else f'{first:.2f}'} |"
+        )
+    return lines
+
+
+def summary_table(grouped: dict[tuple[str, str, str], list[dict]], peers: list[str]) -> list[str]:
+    """Config x optimizer x dtype rows, one µs/step column per peer; the fastest in bold."""
+    lines = [
+        "| config | optimizer | dtype | " + " | ".join(peers) + " | fastest |",
+        "|---|---|---|" + "---:|" * len(peers) + "---|",
+    ]
+    for (cname, opt, dt), rows in grouped.items():
+        by_peer = {r["peer"]: r for r in rows}
+        ok = {p: r["median_s"] for p, r in by_peer.items() if r.get("status") == "ok"}
+        best = min(ok, key=ok.get) if ok else None
+        cells = []
+        for p in peers:
+            r = by_peer.get(p)
+            if r is None or r.get("status") == "skipped":
+                cells.append("—")
+            elif r.get("status") != "ok":
+                cells.append("error")
+            else:
+                cell = fmt_us(r["median_s"])
+                cells.append(f"**{cell}**" if p == best else cell)
+        lines.append(f"| {cname} | {opt} | {dt} | " + " | ".join(cells) + f" | {best or '—'} |")
+    return lines
+
+
+def format_report(results: list[dict], meta: dict) -> str:
+    """The whole Markdown report."""
+    gemm = gemm_rates(results)
+    grouped = groups(results)
+    step_results = [r for r in results if r.get("config") is not None]
+    peers = list(dict.fromkeys(r["peer"] for r in step_results))
+    shown = [p for p in peers if any(r["peer"] == p and r.get("status") != "skipped" for r in step_results)]
+    skipped = {r["peer"]: r.get("reason", "") for r in results if r.get("status") == "skipped"}
+
+    v = meta.get("versions", {})
+    libs = ", ".join(f"{k} {val}" for k, val in v.items() if val) or "—"
+    missing = [k for k, val in v.items() if not val]
+    gemm_text = ", ".join(f"{dt}: {g:.1f} GFLOP/s" for dt, g in sorted(gemm.items())) or "not measured"
+    out = [
+        "# `derive bench` results",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| date | {meta.get('date', '?')} |",
+        f"| command | `{meta.get('command', '?')}` |",
+        f"| machine | {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores, {meta.get('os', '')} |",
+        f"| python / libraries | python {meta.get('python', '?')}; {libs}"
+        + (f" (not installed: {', '.join(missing)})" if missing else "")
+        + (f"; BLAS {meta['blas']}" if meta.get("blas") else "")
+        + " |",
+        f"| GEMM rate (numpy matmul 2048², default threads) | {gemm_text} |",
+    ]
+    if "wall_s" in meta:
+        out.append(f"| wall time of the run | {meta['wall_s']:.0f} s |")
+    out += [
+        "",
+        "Median time of one training step (forward + loss + backward + update on a new mini-batch "
+        "from a pool of 64) after warm-up, each peer in its own fresh subprocess, GC off while "
+        "timing. p10 – p90: spread over the timed repeats. GFLOP/s counts matmul FLOPs only "
+        "(forward, weight gradients, input gradients except layer 1). *speedup vs best other* = "
+        "median of the fastest other peer / this peer's median (> 1: faster than all others). "
+        "*first call*: the first block of steps, JIT compilation included. Differences under "
+        "~15 % on medium/large layers are noise; JAX varies ±25–30 % between runs.",
+        "",
+    ]
+    if skipped:
+        out.append("Skipped: " + "; ".join(f"{p} ({why})" for p, why in skipped.items()) + ".")
+        out.append("")
+    errors = [r for r in results if r.get("status") == "error"]
+    if errors:
+        out.append("Errors:")
+        out += [f"- {r['peer']} {r.get('config') or ''} {r.get('optimizer') or ''} {r['dtype']}: "
+                f"{r.get('error', '?')}" for r in errors]
+        out.append("")
+    if grouped:
+        out += ["## Summary: median µs per step (fastest in bold)", ""]
+        out += summary_table(grouped, shown)
+        out.append("")
+        out += ["## Details", ""]
+        for (cname, opt, dt), rows in grouped.items():
+            first = rows[0]
+            flops = first.get("flops")
+            head = f"### {cname} · {opt} · {dt}"
+            if first.get("describe"):
+                head += f" — {first['describe']}"
+            if flops is not None:
+                head += f", {flops:,} FLOP/step"
+            out += [head, ""]
+            out += group_table(rows, gemm)
+            check = loss_check(rows, dt)
+            if check:
+                out += ["", check]
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"

@@ -1,0 +1,1 @@
+"""Registries of small symbolic rules: activations, losses, optimizers."""

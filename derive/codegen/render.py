@@ -1,0 +1,206 @@
+"""Render a :class:`~derive.derivation.Derivation` into a generated Python module.
+
+The elementwise right-hand sides of the derivation are printed by :class:`KernelPrinter` (one
+cse'd statement per line); the matrix equations map to fixed kernel shapes (``np.dot`` into
+preallocated arrays, bias and column-sum loops). The template only arranges them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import pprint
+from pathlib import Path
+
+import jinja2
+import sympy as sp
+
+from ..blocks import optimizers
+from ..derivation import Derivation, Equation, elem
+from ..spec import ModelSpec
+from .printer import KernelPrinter, print_assignments
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
+MODULE_TEMPLATE = "module.py.j2"
+
+#: Default initialiser per activation: (scheme, gain) following torch.nn.init.calculate_gain.
+_XAVIER_GAIN = {"tanh": 5 / 3}
+
+
+def default_init(activation: str, params: dict[str, float]) -> tuple[str, float]:
+    """He-uniform for the ReLU family, Xavier/Glorot-uniform (with the tanh gain) otherwise."""
+    if activation == "relu":
+        return ("he_uniform", math.sqrt(2.0))
+    if activation == "leaky_relu":
+        return ("he_uniform", math.sqrt(2.0 / (1.0 + params.get("slope", 0.01) ** 2)))
+    if activation == "elu":
+        return ("he_uniform", math.sqrt(2.0))
+    return ("xavier_uniform", _XAVIER_GAIN.get(activation, 1.0))
+
+
+def spec_hash(model: ModelSpec) -> str:
+    """A short hash of the model's plain-data spec (identifies what a module was built from)."""
+    blob = json.dumps(model.to_dict(), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def describe(eq: Equation) -> str:
+    """A one-line plain-text form of an equation, for code comments."""
+    arrow = " <- " if eq.kind == "update" else " = "
+    return f"{eq.key}: {sp.sstr(eq.lhs)}{arrow}{sp.sstr(eq.rhs)}"
+
+
+class _Emitter:
+    """Prints the elementwise equations of one derivation into kernel statements."""
+
+    def __init__(self, d: Derivation):
+        self.d = d
+        self.printer = KernelPrinter()
+        self.values = {s: sp.Float(v) for s, v in d.activation_values.items()}
+
+    def lines(self, lhs: str, expr: sp.Expr) -> list[str]:
+        return print_assignments(lhs, expr.xreplace(self.values), self.printer)
+
+    def loads(self, expr: sp.Expr, l: int, skip=()) -> list[str]:
+        """Statements reading the element symbols ``expr`` uses from the layer's arrays."""
+        table = {elem("z", l): f"Z{l}[i, j]", elem("a", l): f"A{l}[i, j]", sp.Symbol("y", real=True): "Y[i, j]"}
+        free = expr.free_symbols
+        return [f"{s.name} = {src}" for s, src in table.items() if s in free and s.name not in skip]
+
+
+def _hyper_checks(rule: optimizers.OptimizerRule) -> list[str]:
+    checks = []
+    for k, h in rule.hyper.items():
+        conds = []
+        if h.low != float("-inf"):
+            conds.append(f"values[{k!r}] {'>' if h.low_open else '>='} {h.low!r}")
+        if h.high != float("inf"):
+            conds.append(f"values[{k!r}] {'<' if h.high_open else '<='} {h.high!r}")
+        if conds:
+            checks.append(f"if not ({' and '.join(conds)}):")
+            checks.append(f"    _fail(f\"hyperparameter {k} must lie in {h.describe()}, got {{values[{k!r}]!r}}\")")
+    return checks
+
+
+def render_module(d: Derivation) -> str:
+    """The source text of ``generated/<model>.py`` (deterministic for the same derivation)."""
+    model = d.model
+    L = model.depth
+    em = _Emitter(d)
+    rule = d.optimizer
+
+    P = list(model.param_names())
+    G = [f"g{p}" for p in P]
+    ZA = [x for l in range(1, L + 1) for x in (f"Z{l}", f"A{l}")]
+    D = [f"D{l}" for l in range(1, L + 1)]
+    H = list(rule.hyper)
+    args = {
+        "forward": ["X", *P, *ZA],
+        "backward": ["X", "Y", *P, *ZA, *D, *G],
+        "update": [*P, *G, *H],
+        "step": ["X", "Y", *P, *ZA, *D, *G, *H],
+    }
+    py = {"X": "X", "Y": "Y"}
+    py.update({p: f"arrays[{i}]" for i, p in enumerate(P)})
+    py.update({gp: f"grads[{i}]" for i, gp in enumerate(G)})
+    for l in range(1, L + 1):
+        py.update({f"Z{l}": f"Zs[{l - 1}]", f"A{l}": f"As[{l - 1}]", f"D{l}": f"Ds[{l - 1}]"})
+
+    def call(kind: str) -> str:
+        names = [py[n] for n in args[kind] if n not in H]
+        return ", ".join(names + (["*hv"] if kind in ("update", "step") and H else []))
+
+    layers = []
+    for l in range(1, L + 1):
+        a_eq = d.eq(f"forward.a{l}")
+        layers.append({
+            "l": l,
+            "a_prev": "X" if l == 1 else f"A{l - 1}",
+            "z_eq": describe(d.eq(f"forward.z{l}")),
+            "a_eq": describe(a_eq),
+            "act_lines": em.lines(f"a_{l}", a_eq.rhs),
+        })
+
+    back_layers = []
+    for l in range(L, 0, -1):
+        entry = {
+            "l": l,
+            "a_prev": "X" if l == 1 else f"A{l - 1}",
+            "gw_eq": describe(d.eq(f"grad.W{l}")),
+            "gb_eq": describe(d.eq(f"grad.b{l}")),
+        }
+        if l > 1:
+            deq = d.eq(f"delta{l - 1}")
+            entry.update({
+                "e_eq": describe(d.eq(f"backward.e{l - 1}")),
+                "delta_eq": describe(deq),
+                "delta_loads": em.loads(deq.rhs, l - 1),
+                "delta_lines": em.lines(f"delta_{l - 1}", deq.rhs),
+            })
+        back_layers.append(entry)
+
+    out_delta = d.eq(f"delta{L}")
+    element_syms = [elem("z", L), elem("a", L), sp.Symbol("y", real=True)]
+    scale, core = out_delta.rhs.as_independent(*element_syms, as_Add=False)
+    loss_el = d.eq("loss.element")
+
+    update_lines = []
+    for target, rhs in rule.updates:
+        update_lines += em.lines(target, rhs)
+
+    spec = model.to_dict()
+    init = [default_init(layer.activation, layer.param_dict) for layer in model.layers]
+    context = {
+        "model": model,
+        "summary": model.summary(),
+        "template": MODULE_TEMPLATE,
+        "spec_hash": spec_hash(model),
+        "spec_repr": pprint.pformat(spec, sort_dicts=False, width=96),
+        "param_names_repr": repr(tuple(P)),
+        "param_names": P,
+        "hyper_repr": repr(model.optimizer.hyper_dict),
+        "hyper_doc": ", ".join(f"{k}={v!r}" for k, v in model.optimizer.hyper),
+        "hyper_checks": _hyper_checks(rule),
+        "init_repr": repr(tuple((s, round(gain, 15)) for s, gain in init)),
+        "equation_lines": [describe(e) for e in d.equations],
+        "L": L,
+        "layers": layers,
+        "back_layers": back_layers,
+        "loss_eq": describe(loss_el),
+        "loss_loads": em.loads(loss_el.rhs, L),
+        "loss_lines": em.lines("ell", loss_el.rhs),
+        "delta_eq": describe(out_delta),
+        "delta_scale": em.printer.doprint(scale),
+        "delta_loads": em.loads(core, L),
+        "delta_lines": em.lines(f"delta_{L}", core),
+        "update_eqs": "; ".join(describe(e) for e in d.section("update")),
+        "update_lines": update_lines,
+        "hyper_args": "".join(f", {h}" for h in H),
+        "forward_args": ", ".join(args["forward"]),
+        "backward_args": ", ".join(args["backward"]),
+        "update_args": ", ".join(args["update"]),
+        "step_args": ", ".join(args["step"]),
+        "forward_call": call("forward"),
+        "backward_call": call("backward"),
+        "step_call": call("step"),
+    }
+    return _environment().get_template(MODULE_TEMPLATE).render(**context)
+
+
+def render_package_init(models: list[ModelSpec], source: str) -> str:
+    """``__init__.py`` of the output package: a docstring and the sorted model names."""
+    names = sorted(m.name for m in models)
+    return _environment().get_template("package_init.py.j2").render(
+        names=names, names_repr=repr(tuple(names)), source=source)

@@ -1,0 +1,224 @@
+r"""The derivation of a model: ordered, named equations, the single source of text and code.
+
+For a network with layers :math:`l = 1..L`, inputs :math:`A_0 = X` (:math:`N \times n_0`) and
+targets :math:`Y` (:math:`N \times n_L`), the equations are the textbook chain rule:
+
+* forward: :math:`Z_l = A_{l-1} W_l + \mathbb{1} b_l`, :math:`a_l = f_l(z_l)` elementwise;
+* loss: :math:`L = \frac{1}{N n_L} \sum_{ij} \ell(\hat y_{ij}, y_{ij})`, computed from the logits
+  in a stable form where one exists;
+* output delta: :math:`\delta_L = \partial L / \partial z_L`, derived jointly for the output
+  activation and the loss (BCE∘σ gives :math:`(a_L - y)/(N n_L)`);
+* backward: :math:`E_l = \Delta_{l+1} W_{l+1}^\top`, :math:`\delta_l = e_l \, f_l'(a_l)`;
+* gradients: :math:`\partial L/\partial W_l = A_{l-1}^\top \Delta_l`,
+  :math:`\partial L/\partial b_l = \mathbb{1}^\top \Delta_l`;
+* update: the optimizer's equations, per parameter element.
+
+Elementwise equations hold scalar SymPy expressions in the element symbols ``z_l``, ``a_l``,
+``e_l``, ``y``; matrix equations hold SymPy matrix expressions. The code generator prints the
+elementwise right-hand sides as they are stored here.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .blocks import activations, losses, optimizers
+from .errors import BuildError
+from .spec import ModelSpec
+from .symbolic import a, numerically_equal, output_form, sample_points, stable_from_logits, y, z
+
+N = sp.Symbol("N", positive=True, integer=True)
+SECTIONS = ("forward", "loss", "output_delta", "backward", "gradients", "update")
+SECTION_TITLES = {
+    "forward": "Forward pass",
+    "loss": "Loss",
+    "output_delta": "Output-layer delta",
+    "backward": "Backward recursion",
+    "gradients": "Parameter gradients",
+    "update": "Update rule",
+}
+
+
+@dataclass(frozen=True)
+class Equation:
+    """One named equation ``lhs = rhs``.
+
+    ``kind`` says how it is computed: ``affine``, ``matmul``, ``colsum`` (matrix equations),
+    ``elementwise`` (a scalar expression applied to every element), ``mean`` (the loss
+    reduction) or ``update`` (an optimizer equation applied to every parameter element).
+    ``steps`` are intermediate forms shown to the reader between ``lhs`` and ``rhs``.
+    """
+
+    key: str
+    section: str
+    lhs: sp.Basic
+    rhs: sp.Basic
+    kind: str
+    layer: int | None = None
+    note: str = ""
+    steps: tuple[sp.Basic, ...] = ()
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """All equations of one model, in order, plus the element symbols they use."""
+
+    model: ModelSpec
+    equations: tuple[Equation, ...]
+    activation_values: dict = field(default_factory=dict)  # symbol -> value, per layer
+    loss_from_logits: bool = False
+
+    def eq(self, key: str) -> Equation:
+        for e in self.equations:
+            if e.key == key:
+                return e
+        raise KeyError(key)
+
+    def section(self, name: str) -> list[Equation]:
+        return [e for e in self.equations if e.section == name]
+
+    @property
+    def optimizer(self) -> optimizers.OptimizerRule:
+        return optimizers.REGISTRY[self.model.optimizer.name]
+
+
+# ----------------------------------------------------------------------------- symbols
+
+
+def width(l: int) -> sp.Symbol:
+    """The width symbol n_l (n_0 is the number of inputs)."""
+    return sp.Symbol(f"n_{l}", positive=True, integer=True)
+
+
+def elem(name: str, l: int) -> sp.Symbol:
+    """The element symbol ``name_l`` (z_1, a_2, e_1, delta_2)."""
+    return sp.Symbol(f"{name}_{l}", real=True)
+
+
+def mat(name: str, l: int, rows: sp.Expr, cols: sp.Expr) -> sp.MatrixSymbol:
+    return sp.MatrixSymbol(f"{name}_{l}", rows, cols)
+
+
+def layer_symbols(model: ModelSpec, l: int) -> dict[sp.Symbol, sp.Symbol]:
+    """Block symbols -> layer-l symbols: z -> z_l, a -> a_l, an activation parameter p -> p_l."""
+    rule = activations.REGISTRY[model.layers[l - 1].activation]
+    table = {z: elem("z", l), a: elem("a", l)}
+    table.update({s: sp.Symbol(f"{s.name}_{l}", positive=True) for s in rule.symbols().values()})
+    return table
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+@functools.lru_cache(maxsize=None)
+def output_delta_forms(act_name: str, loss_name: str) -> tuple[sp.Expr, ...]:
+    """(∂ℓ/∂ŷ, ∂ŷ/∂z, their product, the simplified joint form) in the element symbols a, y, z.
+
+    The joint form is SymPy's derivative of ℓ(f(z), y) with respect to z, rewritten in the
+    output ``a`` where possible; it must equal the product at sample points.
+    """
+    f = activations.forms(act_name).f
+    fprime = activations.forms(act_name).derivative
+    ell = losses.REGISTRY[loss_name].expr
+    dl_dyhat = sp.simplify(sp.diff(ell, losses.yhat)).subs(losses.yhat, a)
+    product = dl_dyhat * fprime
+    f_plain = f.rewrite(sp.log) if f.has(sp.Function) else f
+    joint_raw = sp.diff(ell.subs(losses.yhat, f_plain), z)
+    joint = output_form(joint_raw, f_plain)
+    candidates = [product] if joint is None else [sp.factor_terms(sp.simplify(joint)), product]
+    joint = min(candidates, key=sp.count_ops)
+    pts = [{**p, a: f_plain.subs(p)} for p in sample_points(joint_raw.free_symbols | {z, y})]
+    if not numerically_equal(joint, product, pts):
+        raise BuildError(f"joint output delta of {loss_name}∘{act_name} disagrees with the chain rule")
+    return dl_dyhat, fprime, product, joint
+
+
+@functools.lru_cache(maxsize=None)
+def loss_element(act_name: str, loss_name: str) -> tuple[sp.Expr, bool]:
+    """The per-element loss as computed, and whether it is computed from the logit ``z``."""
+    rule = losses.REGISTRY[loss_name]
+    ell = rule.expr
+    if rule.needs_range is not None:
+        f = activations.forms(act_name).f
+        stable = stable_from_logits(ell.subs(losses.yhat, f))
+        if stable is not None:
+            return stable, True
+        if rule.log_floor is not None:  # as the reference libraries: clamp each log term
+            floor = sp.Float(rule.log_floor)
+            ell = ell.replace(sp.log, lambda u: sp.Max(sp.log(u), floor))
+    return ell.subs(losses.yhat, a), False
+
+
+# ----------------------------------------------------------------------------- the chain rule
+
+
+def derive_model(model: ModelSpec) -> Derivation:
+    """Build the ordered equations of ``model`` (forward, loss, deltas, gradients, update)."""
+    L = model.depth
+    eqs: list[Equation] = []
+    act_values: dict[sp.Symbol, float] = {}
+    A = {0: sp.MatrixSymbol("A_0", N, width(0))}
+    for l, layer in enumerate(model.layers, start=1):
+        rule = activations.REGISTRY[layer.activation]
+        forms = activations.forms(layer.activation)
+        W = mat("W", l, width(l - 1), width(l))
+        b = mat("b", l, 1, width(l))
+        Z = mat("Z", l, N, width(l))
+        A[l] = mat("A", l, N, width(l))
+        eqs.append(Equation(f"forward.z{l}", "forward", Z, A[l - 1] * W + sp.OneMatrix(N, 1) * b,
+                            "affine", l, "pre-activation" + (" (A_0 = X)" if l == 1 else "")))
+        to_layer = layer_symbols(model, l)
+        act_values.update({to_layer[rule.symbols()[k]]: v for k, v in layer.params})
+        eqs.append(Equation(f"forward.a{l}", "forward", elem("a", l), forms.f.xreplace(to_layer),
+                            "elementwise", l, f"{layer.activation} activation, elementwise"))
+
+    out = model.layers[-1]
+    to_out = layer_symbols(model, L)
+    ell_expr, from_logits = loss_element(out.activation, model.loss)
+    scale = 1 / (N * width(L))
+    eqs.append(Equation("loss", "loss", sp.Symbol("L"),
+                        scale * sp.Sum(sp.Symbol("ell_ij"), (sp.Symbol("i"), 1, N),
+                                       (sp.Symbol("j"), 1, width(L))),
+                        "mean", L, f"mean of {model.loss} over all N·n_{L} elements"))
+    raw_ell = losses.REGISTRY[model.loss].expr
+    eqs.append(Equation("loss.element", "loss", sp.Symbol("ell"), ell_expr.xreplace(to_out),
+                        "elementwise", L,
+                        "computed from the logit z (stable for every finite z)" if from_logits
+                        else "computed from the prediction",
+                        steps=(raw_ell.subs(losses.yhat, elem("a", L)),)))
+
+    dl, fp, product, joint = output_delta_forms(out.activation, model.loss)
+    eqs.append(Equation(f"delta{L}", "output_delta", elem("delta", L),
+                        (scale * joint).xreplace(to_out), "elementwise", L,
+                        "∂L/∂z_L, loss and output activation simplified jointly",
+                        steps=tuple(e.xreplace(to_out) for e in (dl, fp, product))))
+
+    for l in range(L, 0, -1):
+        if l < L:
+            layer = model.layers[l - 1]
+            fprime = activations.forms(layer.activation).derivative
+            to_layer = layer_symbols(model, l)
+            eqs.append(Equation(f"backward.e{l}", "backward", mat("E", l, N, width(l)),
+                                mat("Delta", l + 1, N, width(l + 1)) * mat("W", l + 1, width(l), width(l + 1)).T,
+                                "matmul", l, "error propagated back through W_{l+1}"))
+            eqs.append(Equation(f"delta{l}", "backward", elem("delta", l),
+                                elem("e", l) * fprime.xreplace(to_layer), "elementwise", l,
+                                f"times the derivative of {layer.activation}"
+                                + (" in its output form" if activations.forms(layer.activation).in_output_form
+                                   else "")))
+        Delta = mat("Delta", l, N, width(l))
+        eqs.append(Equation(f"grad.W{l}", "gradients", sp.Symbol(f"dL/dW_{l}"),
+                            A[l - 1].T * Delta, "matmul", l))
+        eqs.append(Equation(f"grad.b{l}", "gradients", sp.Symbol(f"dL/db_{l}"),
+                            sp.OneMatrix(1, N) * Delta, "colsum", l))
+    eqs.sort(key=lambda e: SECTIONS.index(e.section))  # stable: keeps the order within sections
+
+    rule = optimizers.REGISTRY[model.optimizer.name]
+    for target, rhs in rule.updates:
+        lhs = optimizers.theta if target == "theta" else sp.Symbol(target, real=True)
+        eqs.append(Equation(f"update.{target}", "update", lhs, rhs, "update", None,
+                            "for every parameter θ ∈ {W_l, b_l} with gradient g = ∂L/∂θ"))
+    return Derivation(model, tuple(eqs), act_values, from_logits)

@@ -1,0 +1,357 @@
+"""A small, safe expression language that turns spec text into SymPy expressions.
+
+Spec files write activations, losses and update rules as text, e.g.
+``"z * sigmoid(z)"`` or ``"where(z > 0, z, 0.1*z)"``.  :func:`parse` reads such
+text with :func:`ast.parse` (``mode="eval"``) and walks the tree against a strict
+whitelist, building SymPy objects directly from already-built SymPy objects.
+
+Guarantee: a spec expression can never execute code.  The text is never given to
+``eval``, ``exec``, ``compile``, ``sympify``, ``parse_expr`` or ``lambdify``; only
+the node types below are accepted, every name is looked up in a fixed table, and
+input size, nesting, exponents, numbers and the size of the built expression are
+bounded so that no input can hang or exhaust memory.  Anything else raises
+:class:`~derive.errors.SpecError` naming the construct and its column.
+
+Grammar (Python syntax, nothing more)::
+
+    expr  := number | name | pi | e | ( expr )
+           | expr (+ | - | * | / | **) expr | -expr | +expr
+           | f(expr, ...)                  f in FUNCTIONS except `where`
+           | where(cond, expr, expr)
+    cond  := expr (< | <= | > | >=) expr [(< | <= | > | >=) expr ...]
+           | cond and cond | cond or cond | not cond | ( cond )
+
+* Names are the keys of ``variables`` (mapped to their SymPy symbols); they shadow
+  the constants ``pi`` and ``e`` (Euler's number).
+* Integer literals become :class:`sympy.Integer`.  Float literals become *exact*
+  :class:`sympy.Rational` numbers read from the float's shortest round-trip decimal
+  (``0.1`` -> ``1/10``, ``1e-3`` -> ``1/1000``), so that ``0.1*z`` differentiates
+  to ``1/10`` rather than a binary float.  ``|literal| > 1e300`` is rejected.
+* ``sigmoid(x)`` -> ``1/(1 + exp(-x))``, ``softplus(x)`` -> ``log(1 + exp(x))``,
+  ``log1p(x)`` -> ``log(1 + x)``; ``abs``, ``max``, ``min`` and ``where`` become
+  :class:`sympy.Piecewise` (the differentiator and printers handle Piecewise, not
+  Abs/Max/Min/Heaviside).
+* Comparisons, ``and``, ``or`` and ``not`` are allowed only in the condition of
+  ``where``.  A power's exponent, when it is a number, must satisfy ``|p| <= 100``.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import io
+import keyword
+import math
+import tokenize
+import warnings
+from collections.abc import Callable, Mapping
+
+import sympy
+
+from .errors import SpecError, suggest
+
+MAX_LENGTH = 2000  # characters of text
+MAX_DEPTH = 50  # nesting of the syntax tree
+MAX_NODES = 500  # syntax-tree nodes (operators and contexts not counted)
+MAX_EXPONENT = 100  # largest |exponent| when the exponent is a number
+MAX_LITERAL = 1e300  # largest |numeric literal|
+MAX_BITS = 4096  # largest numerator/denominator of any number built
+MAX_EXPR_SIZE = 20_000  # nodes of the built SymPy expression, counted as a tree
+
+
+def _abs(x: sympy.Expr) -> sympy.Expr:
+    return sympy.Piecewise((x, sympy.Ge(x, 0)), (-x, True))
+
+
+def _max(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    return sympy.Piecewise((a, sympy.Ge(a, b)), (b, True))
+
+
+def _min(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    return sympy.Piecewise((a, sympy.Le(a, b)), (b, True))
+
+
+_ONE = sympy.Integer(1)
+# name -> (number of arguments, builder); `where` is handled separately.
+_BUILDERS: dict[str, tuple[int, Callable[..., sympy.Expr]]] = {
+    "abs": (1, _abs),
+    "atan": (1, sympy.atan),
+    "cos": (1, sympy.cos),
+    "erf": (1, sympy.erf),
+    "exp": (1, sympy.exp),
+    "log": (1, sympy.log),
+    "log1p": (1, lambda x: sympy.log(sympy.Add(_ONE, x))),
+    "max": (2, _max),
+    "min": (2, _min),
+    "sigmoid": (1, lambda x: sympy.Pow(sympy.Add(_ONE, sympy.exp(-x)), -1)),
+    "sin": (1, sympy.sin),
+    "softplus": (1, lambda x: sympy.log(sympy.Add(_ONE, sympy.exp(x)))),
+    "sqrt": (1, sympy.sqrt),
+    "tanh": (1, sympy.tanh),
+}
+FUNCTIONS: tuple[str, ...] = tuple(sorted([*_BUILDERS, "where"]))
+_ARITY = {**{name: n for name, (n, _) in _BUILDERS.items()}, "where": 3}
+_CONSTANTS: dict[str, sympy.Expr] = {"pi": sympy.pi, "e": sympy.E}
+
+_BINARY: dict[type, tuple[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]]] = {
+    ast.Add: ("+", lambda a, b: sympy.Add(a, b)),
+    ast.Sub: ("-", lambda a, b: sympy.Add(a, sympy.Mul(-1, b))),
+    ast.Mult: ("*", lambda a, b: sympy.Mul(a, b)),
+    ast.Div: ("/", lambda a, b: sympy.Mul(a, sympy.Pow(b, -1))),
+    ast.Pow: ("**", lambda a, b: sympy.Pow(a, b)),
+}
+_COMPARE: dict[type, tuple[str, Callable[[sympy.Expr, sympy.Expr], sympy.Basic]]] = {
+    ast.Lt: ("<", sympy.Lt),
+    ast.LtE: ("<=", sympy.Le),
+    ast.Gt: (">", sympy.Gt),
+    ast.GtE: (">=", sympy.Ge),
+}
+_SYMBOLS = {
+    ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@", ast.LShift: "<<",
+    ast.RShift: ">>", ast.BitOr: "|", ast.BitXor: "^", ast.BitAnd: "&",
+    ast.Invert: "~", ast.Not: "not", ast.And: "and", ast.Or: "or",
+    ast.Eq: "==", ast.NotEq: "!=", ast.Is: "is", ast.IsNot: "is not",
+    ast.In: "in", ast.NotIn: "not in", **{k: v for k, (v, _) in _COMPARE.items()},
+}
+_LABELS = {
+    ast.Attribute: "attribute access", ast.Subscript: "subscript", ast.Slice: "slice",
+    ast.Lambda: "lambda", ast.ListComp: "comprehension", ast.SetComp: "comprehension",
+    ast.DictComp: "comprehension", ast.GeneratorExp: "comprehension",
+    ast.NamedExpr: "assignment expression ':='", ast.JoinedStr: "f-string",
+    ast.FormattedValue: "f-string", ast.Starred: "starred expression",
+    ast.IfExp: "conditional expression", ast.Tuple: "tuple",
+    ast.List: "list", ast.Set: "set", ast.Dict: "dict", ast.Await: "await",
+    ast.Yield: "yield", ast.YieldFrom: "yield",
+}
+_IGNORED = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
+_UNDEFINED = frozenset({sympy.nan, sympy.zoo, sympy.oo, -sympy.oo, sympy.I})
+_SYMPY_ERRORS = (TypeError, ValueError, ArithmeticError, AttributeError, RecursionError)
+_ALLOWED_KEYWORDS = {"and", "or", "not"}
+
+
+def parse(
+    text: str, variables: Mapping[str, sympy.Symbol], *, where: str = "expression"
+) -> sympy.Expr:
+    """Parse ``text`` into a SymPy expression over ``variables``; raise SpecError if invalid."""
+    if not isinstance(text, str):
+        raise SpecError(f"an expression must be a string, not {type(text).__name__}", where)
+    if len(text) > MAX_LENGTH:
+        message = f"expression is too long ({len(text)} characters; the limit is {MAX_LENGTH})"
+        raise SpecError(message, where)
+    if "#" in text:
+        raise SpecError(f"'#' is not allowed at column {text.index('#') + 1}", where)
+    flat = text.replace("\r", " ").replace("\n", " ")  # columns count characters of `text`
+    body = flat.lstrip()
+    lead = len(flat) - len(body)
+    if not body.strip():
+        raise SpecError("expression is empty", where)
+    try:
+        with warnings.catch_warnings():  # e.g. SyntaxWarning for '1 is 1', rejected below anyway
+            warnings.simplefilter("ignore")
+            tree = ast.parse(body, mode="eval")
+    except SyntaxError as exc:
+        raise SpecError(_syntax_message(exc, body, lead), where) from None
+    except (RecursionError, MemoryError, ValueError):
+        raise SpecError("expression is too complex to parse", where) from None
+    _check_size(tree, where)
+    return _Builder(body, lead, variables, where).expr(tree.body)
+
+
+def _bits(number: sympy.Rational) -> int:
+    return max(number.p.bit_length(), number.q.bit_length())
+
+
+def _syntax_message(exc: SyntaxError, body: str, lead: int) -> str:
+    try:  # name a Python keyword such as 'import' if one is present
+        for tok in tokenize.generate_tokens(io.StringIO(body).readline):
+            word = tok.string
+            if tok.type == tokenize.NAME and keyword.iskeyword(word) and word not in _ALLOWED_KEYWORDS:
+                return f"{tok.string!r} is not allowed at column {lead + tok.start[1] + 1}"
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        pass
+    if isinstance(exc.offset, int) and exc.offset > 0:
+        return f"syntax error at column {lead + exc.offset}: {exc.msg}"
+    return f"syntax error: {exc.msg}"
+
+
+def _check_size(tree: ast.Expression, where: str) -> None:
+    count, stack = 0, [(tree.body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, _IGNORED):
+            continue
+        count += 1
+        if depth > MAX_DEPTH:
+            message = f"expression is nested too deeply (the limit is {MAX_DEPTH} levels)"
+            raise SpecError(message, where)
+        if count > MAX_NODES:
+            raise SpecError(f"expression has too many parts (the limit is {MAX_NODES})", where)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+class _Builder:
+    """Walks a size-checked syntax tree, building SymPy objects for whitelisted nodes only."""
+
+    def __init__(self, body: str, lead: int, variables: Mapping[str, sympy.Symbol], where: str):
+        self.body, self.lead, self.variables, self.where = body, lead, variables, where
+        self.encoded = body.encode("utf-8")
+        self.sizes: dict[sympy.Basic, int] = {}
+
+    def fail(self, node: ast.AST, what: str, after: str = "") -> SpecError:
+        offset = getattr(node, "col_offset", 0)
+        column = self.lead + len(self.encoded[:offset].decode("utf-8", "ignore")) + 1
+        return SpecError(f"{what} at column {column}{after}", self.where)
+
+    def quote(self, node: ast.AST) -> str:
+        segment = ast.get_source_segment(self.body, node) or type(node).__name__
+        return repr(segment if len(segment) <= 40 else segment[:37] + "...")
+
+    def expr(self, node: ast.expr) -> sympy.Expr:
+        try:
+            value = self._expr(node)
+        except SpecError:
+            raise
+        except _SYMPY_ERRORS as exc:
+            raise self.fail(node, f"cannot build {self.quote(node)} ({exc})") from None
+        if not isinstance(value, sympy.Expr):
+            raise self.fail(node, f"{self.quote(node)} is not a numeric expression")
+        if self._size(node, value) > MAX_EXPR_SIZE:
+            raise self.fail(node, f"{self.quote(node)} expands to more than {MAX_EXPR_SIZE} terms")
+        return value
+
+    def _size(self, node: ast.expr, value: sympy.Basic) -> int:
+        """Tree size of ``value``, walking each distinct subexpression once; checks numbers."""
+        known = self.sizes.get(value)
+        if known is not None:
+            return known
+        if value in _UNDEFINED:
+            raise self.fail(node, f"{self.quote(node)} is undefined, infinite or complex ({value})")
+        if isinstance(value, sympy.Rational) and _bits(value) > MAX_BITS:
+            raise self.fail(node, f"{self.quote(node)} produces a number that is too large")
+        size = 1 + sum(self._size(node, arg) for arg in value.args)
+        self.sizes[value] = size
+        return size
+
+    def _expr(self, node: ast.expr) -> sympy.Expr:
+        if isinstance(node, ast.Constant):
+            return self._literal(node)
+        if isinstance(node, ast.Name):
+            return self._name(node)
+        if isinstance(node, ast.BinOp):
+            if type(node.op) not in _BINARY:
+                symbol = _SYMBOLS.get(type(node.op), "?")
+                raise self.fail(node, f"operator {symbol!r} is not allowed")
+            left, right = self.expr(node.left), self.expr(node.right)
+            if isinstance(node.op, ast.Pow):
+                self._check_power(node, left, right)
+            return _BINARY[type(node.op)][1](left, right)
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.USub):
+                return sympy.Mul(-1, self.expr(node.operand))
+            if isinstance(node.op, ast.UAdd):
+                return self.expr(node.operand)
+            symbol = _SYMBOLS[type(node.op)]
+            if isinstance(node.op, ast.Not):
+                raise self.fail(node, "'not' is only allowed in where(...) conditions, found it")
+            raise self.fail(node, f"operator {symbol!r} is not allowed")
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        if isinstance(node, (ast.Compare, ast.BoolOp)):
+            op = node.ops[0] if isinstance(node, ast.Compare) else node.op
+            symbol = _SYMBOLS.get(type(op), "?")
+            where = "the condition of where(cond, a, b)"
+            raise self.fail(node, f"{symbol!r} is only allowed in {where}, found it")
+        label = _LABELS.get(type(node), type(node).__name__)
+        hint = "; use where(cond, a, b)" if isinstance(node, ast.IfExp) else ""
+        raise self.fail(node, f"{label} {self.quote(node)} is not allowed", hint)
+
+    def _literal(self, node: ast.Constant) -> sympy.Expr:
+        value = node.value
+        if isinstance(value, bool) or value is None:
+            raise self.fail(node, f"literal {value!r} is not allowed")
+        if isinstance(value, int):
+            if abs(value) > MAX_LITERAL:
+                raise self.fail(node, f"number {self.quote(node)} is too large (limit 1e300)")
+            return sympy.Integer(value)
+        if isinstance(value, float):
+            if not math.isfinite(value) or abs(value) > MAX_LITERAL:
+                raise self.fail(node, f"number {self.quote(node)} is too large (limit 1e300)")
+            return sympy.Rational(repr(value))  # exact: 0.1 -> 1/10
+        kinds = {str: "string", bytes: "bytes", complex: "complex number"}
+        kind = kinds.get(type(value), type(value).__name__)
+        raise self.fail(node, f"{kind} literal {self.quote(node)} is not allowed")
+
+    def _name(self, node: ast.Name) -> sympy.Expr:
+        if node.id in self.variables:
+            return self.variables[node.id]
+        if node.id in _CONSTANTS:
+            return _CONSTANTS[node.id]
+        if node.id in _ARITY:
+            raise self.fail(node, f"function {node.id!r} must be called as {node.id}(...), found it")
+        valid = {*self.variables, *_CONSTANTS}
+        raise self.fail(node, f"unknown name {node.id!r}", suggest(node.id, valid))
+
+    def _call(self, node: ast.Call) -> sympy.Expr:
+        # a parenthesized name, as in '(f)(x)', starts after the call does
+        if not isinstance(node.func, ast.Name) or node.func.col_offset != node.col_offset:
+            what = f"calling {self.quote(node.func)} is not allowed; only named functions can be called"
+            raise self.fail(node, what)
+        name = node.func.id
+        if name not in _ARITY:
+            close = difflib.get_close_matches(name, FUNCTIONS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            if name in self.variables:
+                what = f"variable {name!r} is not a function"
+            else:
+                what = f"function {name!r} is not allowed"
+            raise self.fail(node, what, f"{hint} Allowed functions: {', '.join(FUNCTIONS)}.")
+        if node.keywords:
+            kw = node.keywords[0]
+            label = repr(f"{kw.arg}=" if kw.arg else "**")
+            raise self.fail(kw, f"keyword argument {label} is not allowed in {name}(...)")
+        for arg in node.args:
+            if isinstance(arg, ast.Starred):
+                raise self.fail(arg, f"starred argument {self.quote(arg)} is not allowed")
+        if len(node.args) != _ARITY[name]:
+            count = f"{_ARITY[name]} argument(s), got {len(node.args)}"
+            raise self.fail(node, f"{name}(...) takes {count}")
+        if name == "where":
+            cond = self.cond(node.args[0])
+            return sympy.Piecewise((self.expr(node.args[1]), cond), (self.expr(node.args[2]), True))
+        return _BUILDERS[name][1](*(self.expr(arg) for arg in node.args))
+
+    def _check_power(self, node: ast.BinOp, base: sympy.Expr, exponent: sympy.Expr) -> None:
+        if exponent.is_Number and abs(exponent) > MAX_EXPONENT:
+            what = f"exponent {self.quote(node.right)} is too large (limit {MAX_EXPONENT})"
+            raise self.fail(node.right, what)
+        if exponent.is_Rational:
+            bits = max((_bits(r) for r in base.atoms(sympy.Rational)), default=0)
+            if bits * abs(exponent) > MAX_BITS:
+                raise self.fail(node, f"{self.quote(node)} produces a number that is too large")
+
+    def cond(self, node: ast.expr) -> sympy.Basic:
+        """The condition of where(...): comparisons joined by and/or/not."""
+        try:
+            return self._cond(node)
+        except SpecError:
+            raise
+        except _SYMPY_ERRORS as exc:
+            raise self.fail(node, f"cannot build condition {self.quote(node)} ({exc})") from None
+
+    def _cond(self, node: ast.expr) -> sympy.Basic:
+        if isinstance(node, ast.BoolOp):
+            parts = [self.cond(value) for value in node.values]
+            return sympy.And(*parts) if isinstance(node.op, ast.And) else sympy.Or(*parts)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return sympy.Not(self.cond(node.operand))
+        if not isinstance(node, ast.Compare):
+            raise self.fail(node, f"the condition of where(...) must be a comparison such as 'z > 0', "
+                            f"not {self.quote(node)},")
+        for op in node.ops:
+            if type(op) not in _COMPARE:
+                raise self.fail(node, f"comparison {_SYMBOLS.get(type(op), '?')!r} is not allowed "
+                                "(use <, <=, >, >=)")
+        operands = [self.expr(node.left), *(self.expr(c) for c in node.comparators)]
+        pairs = zip(node.ops, operands, operands[1:])
+        relations = [_COMPARE[type(op)][1](a, b) for op, a, b in pairs]
+        return sympy.And(*relations)

@@ -1,0 +1,297 @@
+"""Model specifications: loaded from TOML or built in Python, validated into frozen dataclasses.
+
+The TOML shape is the contract::
+
+    [model.xor]
+    inputs = 2
+    layers = [[8, "tanh"], [1, "sigmoid"]]        # (units, activation[, {parameters}])
+    loss = "bce"
+    optimizer = { name = "sgd", lr = 0.1 }
+
+Every error is a :class:`~derive.errors.SpecError` naming the file, the line of the model's
+table where it can be found, the model and the field.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .blocks import activations, losses, optimizers
+from .errors import SpecError, suggest
+
+MODEL_KEYS = ("inputs", "layers", "loss", "optimizer", "description")
+#: Names a model may not take: they would shadow the generated package's own names.
+RESERVED_NAMES = frozenset({"generated", "derive", "numpy", "numba", "math", "np"})
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One dense layer: ``units`` outputs, an activation and its parameters."""
+
+    units: int
+    activation: str
+    params: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def param_dict(self) -> dict[str, float]:
+        return dict(self.params)
+
+    def to_list(self) -> list:
+        return [self.units, self.activation, self.param_dict] if self.params else [self.units, self.activation]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer by name with every hyperparameter value (defaults filled in)."""
+
+    name: str
+    hyper: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def hyper_dict(self) -> dict[str, float]:
+        return dict(self.hyper)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **self.hyper_dict}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated model: build it with :func:`derive.build.build_models` or derive it with
+    :func:`derive.derivation.derive_model`."""
+
+    name: str
+    inputs: int
+    layers: tuple[LayerSpec, ...]
+    loss: str
+    optimizer: OptimizerSpec
+    source: str = "<python>"
+    description: str = ""
+
+    @property
+    def outputs(self) -> int:
+        return self.layers[-1].units
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(n for l in range(1, self.depth + 1) for n in (f"W{l}", f"b{l}"))
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        widths = [self.inputs] + [layer.units for layer in self.layers]
+        shapes: dict[str, tuple[int, ...]] = {}
+        for l in range(1, self.depth + 1):
+            shapes[f"W{l}"] = (widths[l - 1], widths[l])
+            shapes[f"b{l}"] = (widths[l],)
+        return shapes
+
+    def to_dict(self) -> dict:
+        """The model as plain data with the keys and shapes of the TOML format."""
+        return {
+            "name": self.name,
+            "inputs": self.inputs,
+            "layers": [layer.to_list() for layer in self.layers],
+            "loss": self.loss,
+            "optimizer": self.optimizer.to_dict(),
+        }
+
+    def summary(self) -> str:
+        layers = " -> ".join(
+            [str(self.inputs)]
+            + [f"{x.units} {x.activation}" + (f"{x.param_dict}" if x.params else "") for x in self.layers]
+        )
+        opt = ", ".join(f"{k}={v:g}" for k, v in self.optimizer.hyper)
+        return f"{layers}; loss {self.loss}; {self.optimizer.name}({opt})"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_name(name: object, where: str, what: str = "model") -> str:
+    """A model/block name must be a lowercase-friendly Python identifier that shadows nothing."""
+    if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
+        raise SpecError(f"{what} name {name!r} is not a Python identifier "
+                        "(use letters, digits and '_', not starting with a digit)", where)
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise SpecError(f"{what} name {name!r} is a Python keyword", where)
+    if name.startswith("_") or name in RESERVED_NAMES:
+        raise SpecError(f"{what} name {name!r} is reserved (it would shadow a module name or a "
+                        "private name of the generated package)", where)
+    return name
+
+
+def _int(value: object, where: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"must be an integer, got {value!r}", where)
+    if value < minimum:
+        raise SpecError(f"must be at least {minimum}, got {value}", where)
+    if value > 1_000_000:
+        raise SpecError(f"is implausibly large ({value})", where)
+    return value
+
+
+def make_layer(entry: object, where: str) -> LayerSpec:
+    """A layer from ``[units, "activation"]``, ``[units, "activation", {params}]`` or a LayerSpec."""
+    if isinstance(entry, LayerSpec):
+        entry = entry.to_list()
+    if not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3):
+        raise SpecError(f"a layer is [units, \"activation\"] or [units, \"activation\", "
+                        f"{{parameters}}], got {entry!r}", where)
+    units = _int(entry[0], f"{where}: units")
+    if not isinstance(entry[1], str):
+        raise SpecError(f"activation must be a name (string), got {entry[1]!r}", where)
+    rule = activations.get(entry[1], where)
+    given = entry[2] if len(entry) == 3 else {}
+    if not isinstance(given, Mapping):
+        raise SpecError(f"layer parameters must be a table, got {given!r}", where)
+    params = activations.check_params(rule, given, where)
+    return LayerSpec(units, rule.name, tuple(sorted(params.items())))
+
+
+def make_optimizer(entry: object, where: str) -> OptimizerSpec:
+    """An optimizer from a name, a ``{name = ..., hyper = ...}`` table or an OptimizerSpec."""
+    if isinstance(entry, OptimizerSpec):
+        entry = entry.to_dict()
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+        raise SpecError("optimizer must be a name or a table with a 'name', "
+                        f"e.g. {{ name = \"sgd\", lr = 0.1 }}; got {entry!r}", where)
+    rule = optimizers.get(entry["name"], where)
+    given = {k: v for k, v in entry.items() if k != "name"}
+    return OptimizerSpec(rule.name, tuple(rule.check_hyper(given, where).items()))
+
+
+def make_model(
+    name: str,
+    inputs: int,
+    layers: Sequence,
+    loss: str,
+    optimizer: object = "sgd",
+    *,
+    source: str = "<python>",
+    description: str = "",
+    where: str | None = None,
+) -> ModelSpec:
+    """Validate and build a :class:`ModelSpec` (the Python API behind ``Model``).
+
+    ``source`` is recorded in the model (and the generated header); ``where`` prefixes errors
+    (a file and line), and defaults to ``source``.
+    """
+    where = f"{where or source}: model {name!r}"
+    check_name(name, where)
+    inputs = _int(inputs, f"{where}: inputs")
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise SpecError("layers must be a non-empty list of [units, \"activation\"]", f"{where}: layers")
+    built = tuple(make_layer(entry, f"{where}: layers[{i}]") for i, entry in enumerate(layers))
+    if not isinstance(loss, str):
+        raise SpecError(f"loss must be a name, got {loss!r}", f"{where}: loss")
+    loss_rule = losses.get(loss, f"{where}: loss")
+    if loss_rule.needs_range is not None:
+        out = built[-1]
+        lo, hi = activations.value_range(out.activation, out.param_dict)
+        want_lo, want_hi = loss_rule.needs_range
+        if lo < want_lo or hi > want_hi:
+            raise SpecError(
+                f"loss {loss_rule.name!r} needs predictions in [{want_lo:g}, {want_hi:g}], but the "
+                f"output activation {out.activation!r} ranges over ({lo:g}, {hi:g}); use a "
+                "'sigmoid' output layer (or loss 'mse')",
+                f"{where}: layers[{len(built) - 1}]",
+            )
+    opt = make_optimizer(optimizer, f"{where}: optimizer")
+    if not isinstance(description, str):
+        raise SpecError("description must be a string", f"{where}: description")
+    return ModelSpec(name, inputs, built, loss_rule.name, opt, source, description)
+
+
+def Dense(units: int, activation: str, **params: float) -> LayerSpec:  # noqa: N802 (reads like a layer)
+    """A dense layer for the Python API: ``Dense(8, "tanh")``, ``Dense(4, "leaky_relu", slope=0.1)``."""
+    return make_layer([units, activation, params] if params else [units, activation], "Dense(...)")
+
+
+def Model(name: str, inputs: int, layers: Sequence, loss: str, optimizer: object = "sgd",  # noqa: N802
+          description: str = "") -> ModelSpec:
+    """Declare a model in Python; the same validation as a TOML file.
+
+    >>> Model("xor", inputs=2, layers=[Dense(8, "tanh"), Dense(1, "sigmoid")], loss="bce",
+    ...       optimizer={"name": "sgd", "lr": 0.1}).summary()
+    '2 -> 8 tanh -> 1 sigmoid; loss bce; sgd(lr=0.1)'
+    """
+    return make_model(name, inputs, layers, loss, optimizer, description=description)
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def _line_of(text: str, name: str) -> int | None:
+    pattern = re.compile(rf"^\s*\[\s*model\.(\"?){re.escape(name)}\1\s*\]", re.M)
+    m = pattern.search(text)
+    if m:
+        return text.count("\n", 0, m.start()) + 1
+    m = re.search(rf"^\s*\"?{re.escape(name)}\"?\s*=", text, re.M)
+    return text.count("\n", 0, m.start()) + 1 if m else None
+
+
+def parse_catalogue(text: str, source: str) -> dict[str, ModelSpec]:
+    """Models of a TOML catalogue text, in file order; ``source`` names it in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"malformed TOML: {exc}", source) from None
+    unknown = sorted(set(data) - {"model"})
+    if unknown:
+        raise SpecError(f"unknown top-level table {unknown[0]!r}{suggest(unknown[0], ['model'])}", source)
+    table = data.get("model", {})
+    if not isinstance(table, dict) or not table:
+        raise SpecError("no models: declare at least one [model.NAME] table", source)
+    models: dict[str, ModelSpec] = {}
+    for name, body in table.items():
+        line = _line_of(text, name)
+        where = f"{source}:{line}" if line else source
+        if not isinstance(body, dict):
+            raise SpecError(f"model {name!r} must be a table", where)
+        extra = sorted(set(body) - set(MODEL_KEYS))
+        if extra:
+            raise SpecError(f"model {name!r}: unknown key {extra[0]!r}{suggest(extra[0], MODEL_KEYS)}", where)
+        for key in ("inputs", "layers", "loss"):
+            if key not in body:
+                raise SpecError(f"model {name!r}: missing key {key!r}", where)
+        models[name] = make_model(name, body["inputs"], body["layers"], body["loss"],
+                                  body.get("optimizer", "sgd"), source=source,
+                                  description=body.get("description", ""), where=where)
+    return models
+
+
+def load_catalogue(path: str | Path) -> dict[str, ModelSpec]:
+    """Read and validate a TOML catalogue file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("spec file not found", str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file: {exc}", str(path)) from None
+    return parse_catalogue(text, path.name)
+
+
+def select(models: Mapping[str, ModelSpec], only: Iterable[str] | None) -> list[ModelSpec]:
+    """The models named in ``only`` (all when None), with a clear error for unknown names."""
+    if not only:
+        return list(models.values())
+    chosen = []
+    for name in only:
+        if name not in models:
+            raise SpecError(f"no model {name!r} in the catalogue{suggest(name, models)}")
+        chosen.append(models[name])
+    return chosen
+
+
+__all__ = ["Dense", "LayerSpec", "Model", "ModelSpec", "OptimizerSpec", "load_catalogue",
+           "make_model", "parse_catalogue", "select"]
