@@ -72,7 +72,7 @@ class Config:
     @property
     def layers(self) -> list[tuple[int, int]]:
         """``(n_in, n_out)`` of each dense layer."""
-        return list(zip(self.sizes[:-1], self.sizes[1:]))
+        return list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
 
     @property
     def n_params(self) -> int:
@@ -148,9 +148,7 @@ def init_params(config: Config, dtype: str, seed: int) -> list[tuple[np.ndarray,
     return out
 
 
-def make_batches(
-    config: Config, dtype: str, seed: int, n: int = N_BATCHES
-) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_batches(config: Config, dtype: str, seed: int, n: int = N_BATCHES) -> list[tuple[np.ndarray, np.ndarray]]:
     """A pool of ``n`` random ``(X, Y)`` mini-batches, C-contiguous, of ``dtype``.
 
     X ~ N(0, 1). Y: {0, 1} for BCE, U(0, 1) for an MSE on a sigmoid output, N(0, 1) otherwise.

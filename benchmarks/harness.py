@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 from benchmarks import report
 from benchmarks.configs import CONFIGS, DTYPES, OPTIMIZERS, Config, flops_per_step, select
 from benchmarks.peers import all_peers, module_exists
+from benchmarks.report import BUSY_CORES
 from benchmarks.worker import RESULT_MARKER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,21 +50,37 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
         description="Time one training step (forward + backward + update) of small dense "
         "networks in several libraries, side by side, each in its own subprocess.",
     )
-    p.add_argument("--quick", action="store_true",
-                   help="fast smoke run: tiny+small, float64, fewer steps and repeats")
-    p.add_argument("--configs", action="append", metavar="NAMES",
-                   help=f"comma-separated subset of: {', '.join(CONFIGS)}")
-    p.add_argument("--peers", action="append", metavar="NAMES",
-                   help=f"comma-separated subset of: {', '.join(all_peers())} (gemm is always run "
-                   "unless --no-gemm)")
-    p.add_argument("--dtypes", action="append", metavar="NAMES",
-                   help=f"comma-separated subset of: {', '.join(DTYPES)}")
-    p.add_argument("--optimizers", action="append", metavar="NAMES",
-                   help=f"comma-separated subset of: {', '.join(OPTIMIZERS)}")
+    p.add_argument("--quick", action="store_true", help="fast smoke run: tiny+small, float64, fewer steps and repeats")
+    p.add_argument(
+        "--configs", action="append", metavar="NAMES", help=f"comma-separated subset of: {', '.join(CONFIGS)}"
+    )
+    p.add_argument(
+        "--peers",
+        action="append",
+        metavar="NAMES",
+        help=f"comma-separated subset of: {', '.join(all_peers())} (gemm is always run unless --no-gemm)",
+    )
+    p.add_argument("--dtypes", action="append", metavar="NAMES", help=f"comma-separated subset of: {', '.join(DTYPES)}")
+    p.add_argument(
+        "--optimizers", action="append", metavar="NAMES", help=f"comma-separated subset of: {', '.join(OPTIMIZERS)}"
+    )
     p.add_argument("--steps", type=int, help="training steps per timed repeat (overrides each config's)")
     p.add_argument("--repeats", type=int, help="timed repeats (overrides each config's)")
     p.add_argument("--seed", type=int, default=0, help="seed of initial parameters and batches")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per measurement")
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="before each measurement wait up to S s for other processes to leave the CPU (default %(default)s)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="re-run a measurement disturbed by other processes up to N times (default %(default)s)",
+    )
     p.add_argument("--no-gemm", action="store_true", help="do not measure the GEMM rate")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report (default: %(default)s)")
     p.add_argument("--json", type=Path, help="also write the raw results as JSON here")
@@ -85,8 +103,18 @@ def plan(args: argparse.Namespace) -> list[dict]:
     jobs: list[dict] = []
     if not args.no_gemm:
         for dt in dtypes:
-            jobs.append(dict(peer="gemm", module=peers["gemm"], config=None, optimizer=None, dtype=dt,
-                             steps=GEMM_STEPS, repeats=3 if args.quick else GEMM_REPEATS, seed=args.seed))
+            jobs.append(
+                dict(
+                    peer="gemm",
+                    module=peers["gemm"],
+                    config=None,
+                    optimizer=None,
+                    dtype=dt,
+                    steps=GEMM_STEPS,
+                    repeats=3 if args.quick else GEMM_REPEATS,
+                    seed=args.seed,
+                )
+            )
     for cname in configs:
         cfg = CONFIGS[cname]
         steps = args.steps or (max(1, cfg.steps // 4) if args.quick else cfg.steps)
@@ -94,8 +122,18 @@ def plan(args: argparse.Namespace) -> list[dict]:
         for opt in optimizers:
             for dt in dtypes:
                 for peer in step_peers:
-                    jobs.append(dict(peer=peer, module=peers[peer], config=cfg.to_json(), optimizer=opt,
-                                     dtype=dt, steps=steps, repeats=repeats, seed=args.seed))
+                    jobs.append(
+                        dict(
+                            peer=peer,
+                            module=peers[peer],
+                            config=cfg.to_json(),
+                            optimizer=opt,
+                            dtype=dt,
+                            steps=steps,
+                            repeats=repeats,
+                            seed=args.seed,
+                        )
+                    )
     return jobs
 
 
@@ -109,17 +147,24 @@ def run_worker(job: dict, timeout: float) -> dict:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.worker", json.dumps(job)],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         return {"status": "error", "error": f"timed out after {timeout:g} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
-            return json.loads(line[len(RESULT_MARKER):])
+            return json.loads(line[len(RESULT_MARKER) :])
     tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
     last = tail[-1].strip() if tail else "no output"
-    return {"status": "error", "error": f"worker exited with code {proc.returncode}: {last}",
-            "traceback": "\n".join(tail[-30:])}
+    return {
+        "status": "error",
+        "error": f"worker exited with code {proc.returncode}: {last}",
+        "traceback": "\n".join(tail[-30:]),
+    }
 
 
 def _label(job: dict) -> str:
@@ -133,16 +178,88 @@ def _progress(res: dict) -> str:
         return f"skipped ({res['reason']})"
     if res["status"] == "error":
         return f"ERROR {res['error']}"
+    load = res.get("foreign_load")
+    extra = f", other load {load:.2f} cores" if load is not None and load >= BUSY_CORES else ""
+    if res.get("attempts", 1) > 1:
+        extra += f", {res['attempts']} attempts"
+    wall = f"[{res['wall_s']:.1f} s{extra}]"
     if "gflops" in res:
-        return f"{res['gflops']:.1f} GFLOP/s  [{res['wall_s']:.1f} s]"
-    return (f"{res['median_s'] * 1e6:,.1f} µs/step (p10 {res['p10_s'] * 1e6:,.1f}, "
-            f"p90 {res['p90_s'] * 1e6:,.1f})  [{res['wall_s']:.1f} s]")
+        return f"{res['gflops']:.1f} GFLOP/s  {wall}"
+    return (
+        f"{res['median_s'] * 1e6:,.1f} µs/step (p10 {res['p10_s'] * 1e6:,.1f}, p90 {res['p90_s'] * 1e6:,.1f})  {wall}"
+    )
 
 
-def run_jobs(jobs: list[dict], timeout: float, log=print) -> list[dict]:
+# --------------------------------------------------------------------------- other load
+# This machine may be shared: another process busy on one of 2 cores makes 2-thread BLAS and
+# OpenMP steps many times slower. So the harness waits for a quiet machine before each
+# measurement, records how busy *other* processes kept the CPU during it (``foreign_load``,
+# in cores), and repeats a measurement that was disturbed.
+
+
+class LoadMeter:
+    """CPU time used by processes other than our children, from /proc/stat and getrusage."""
+
+    def __init__(self) -> None:
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.cores = os.cpu_count() or 1
+
+    def snapshot(self) -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / self.tick  # minus idle and iowait
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        ours = ru.ru_utime + ru.ru_stime + me.ru_utime + me.ru_stime
+        return busy, ours, time.perf_counter()
+
+    def foreign(self, before, after) -> float | None:
+        """Average number of cores kept busy by other processes between two snapshots."""
+        if before is None or after is None or after[2] <= before[2]:
+            return None
+        other = (after[0] - before[0]) - (after[1] - before[1])
+        return max(0.0, other / (after[2] - before[2]))
+
+    def wait_quiet(self, max_wait: float, window: float = 0.5) -> float | None:
+        """Sleep in ``window`` steps until the foreign load is low, at most ``max_wait`` s."""
+        deadline = time.perf_counter() + max_wait
+        while True:
+            a = self.snapshot()
+            time.sleep(window)
+            load = self.foreign(a, self.snapshot())
+            if load is None or load < BUSY_CORES or time.perf_counter() >= deadline:
+                return load
+
+
+def measure_job(job: dict, timeout: float, meter: LoadMeter, wait_idle: float, retries: int) -> dict:
+    """Run a job, waiting for a quiet machine first and retrying if it was disturbed."""
+    best: dict | None = None
+    for attempt in range(retries + 1):
+        meter.wait_quiet(wait_idle)
+        before, t0 = meter.snapshot(), time.perf_counter()
+        res = run_worker(job, timeout)
+        res.setdefault("wall_s", time.perf_counter() - t0)
+        res["foreign_load"] = meter.foreign(before, meter.snapshot())
+        res["attempts"] = attempt + 1
+        if best is None or (
+            res["status"] == "ok"
+            and (best["status"] != "ok" or ((res["foreign_load"] or 0) < (best["foreign_load"] or 0)))
+        ):
+            best = res
+        if res["status"] != "ok" or (res["foreign_load"] or 0) < BUSY_CORES:
+            break
+    best["attempts"] = attempt + 1
+    return best
+
+
+def run_jobs(jobs: list[dict], timeout: float, log=print, *, wait_idle: float = 0.0, retries: int = 0) -> list[dict]:
     """Run ``jobs`` one after another; returns one result record per job."""
     skipped: dict[str, str] = {}
     results = []
+    meter = LoadMeter()
     for k, job in enumerate(jobs, 1):
         peer = job["peer"]
         if peer not in skipped and not module_exists(job["module"]):
@@ -151,9 +268,7 @@ def run_jobs(jobs: list[dict], timeout: float, log=print) -> list[dict]:
         if peer in skipped:
             res = {"status": "skipped", "reason": skipped[peer]}
         else:
-            t0 = time.perf_counter()
-            res = run_worker(job, timeout)
-            res.setdefault("wall_s", time.perf_counter() - t0)
+            res = measure_job(job, timeout, meter, wait_idle, retries)
             if res["status"] == "skipped":
                 skipped[peer] = res["reason"]
         res.update(peer=peer, optimizer=job["optimizer"], dtype=job["dtype"], config=None)
@@ -188,11 +303,18 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
 
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    results = run_jobs(jobs, args.timeout, log)
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    results = run_jobs(jobs, args.timeout, log, wait_idle=args.wait_idle, retries=args.retries)
     wall = time.perf_counter() - t0
 
     meta = report.machine_info()
-    meta.update(date=started, command=" ".join([prog, *map(shlex.quote, argv)]), wall_s=wall)
+    meta.update(
+        date=started,
+        command=" ".join([prog, *map(shlex.quote, argv)]),
+        wall_s=wall,
+        load_at_start=load_at_start,
+        busy_cores=BUSY_CORES,
+    )
     text = report.format_report(results, meta)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,13 @@ from importlib import metadata
 
 LIBRARIES = ("numpy", "torch", "jax", "jaxlib", "optax", "numba")
 LOSS_RTOL = {"float32": 1e-4, "float64": 1e-9}
+BUSY_CORES = 0.25
+"""A result measured while other processes kept more cores than this busy is marked †."""
+
+
+def disturbed(r: dict) -> bool:
+    load = r.get("foreign_load")
+    return load is not None and load >= BUSY_CORES
 
 
 # --------------------------------------------------------------------------- machine
@@ -106,8 +113,7 @@ def groups(results: Iterable[dict]) -> dict[tuple[str, str, str], list[dict]]:
 
 def loss_check(rows: list[dict], dtype: str) -> str:
     """One line saying whether the peers' first-step losses agree."""
-    losses = {r["peer"]: r["first_loss"] for r in rows
-              if r.get("status") == "ok" and r.get("first_loss") is not None}
+    losses = {r["peer"]: r["first_loss"] for r in rows if r.get("status") == "ok" and r.get("first_loss") is not None}
     if len(losses) < 2:
         return ""
     ref_peer = "numpy" if "numpy" in losses else next(iter(losses))
@@ -145,8 +151,9 @@ def group_table(rows: list[dict], gemm: dict[str, float]) -> list[str]:
         s = sp[peer]
         speed = "—" if s is None else f"{s[0]:.2f}× ({s[1]})"
         first = r.get("first_call_s")
+        mark = " †" if disturbed(r) else ""
         lines.append(
-            f"| {peer} | {fmt_us(r['median_s'])} | {fmt_us(r['p10_s'])} – {fmt_us(r['p90_s'])} "
+            f"| {peer} | {fmt_us(r['median_s'])}{mark} | {fmt_us(r['p10_s'])} – {fmt_us(r['p90_s'])} "
             f"| {fmt_gflops(g)} | {share} | {speed} | {'' if first is None else f'{first:.2f}'} |"
         )
     return lines
@@ -170,7 +177,7 @@ def summary_table(grouped: dict[tuple[str, str, str], list[dict]], peers: list[s
             elif r.get("status") != "ok":
                 cells.append("error")
             else:
-                cell = fmt_us(r["median_s"])
+                cell = fmt_us(r["median_s"]) + (" †" if disturbed(r) else "")
                 cells.append(f"**{cell}**" if p == best else cell)
         lines.append(f"| {cname} | {opt} | {dt} | " + " | ".join(cells) + f" | {best or '—'} |")
     return lines
@@ -205,6 +212,8 @@ def format_report(results: list[dict], meta: dict) -> str:
     ]
     if "wall_s" in meta:
         out.append(f"| wall time of the run | {meta['wall_s']:.0f} s |")
+    if meta.get("load_at_start") is not None:
+        out.append(f"| load average at start | {meta['load_at_start']:.2f} |")
     out += [
         "",
         "Median time of one training step (forward + loss + backward + update on a new mini-batch "
@@ -219,11 +228,26 @@ def format_report(results: list[dict], meta: dict) -> str:
     if skipped:
         out.append("Skipped: " + "; ".join(f"{p} ({why})" for p, why in skipped.items()) + ".")
         out.append("")
+    noisy = [r for r in results if r.get("status") == "ok" and disturbed(r)]
+    if noisy:
+        out.append(
+            f"† {len(noisy)} measurement(s) ran while other processes kept ≥ {BUSY_CORES} cores "
+            "busy (after retries); their times are likely too slow: "
+            + ", ".join(
+                f"{r['peer']} {r.get('config') or ''} {r.get('optimizer') or ''} {r['dtype']} "
+                f"({r['foreign_load']:.2f})".replace("  ", " ")
+                for r in noisy
+            )
+            + "."
+        )
+        out.append("")
     errors = [r for r in results if r.get("status") == "error"]
     if errors:
         out.append("Errors:")
-        out += [f"- {r['peer']} {r.get('config') or ''} {r.get('optimizer') or ''} {r['dtype']}: "
-                f"{r.get('error', '?')}" for r in errors]
+        out += [
+            f"- {r['peer']} {r.get('config') or ''} {r.get('optimizer') or ''} {r['dtype']}: {r.get('error', '?')}"
+            for r in errors
+        ]
         out.append("")
     if grouped:
         out += ["## Summary: median µs per step (fastest in bold)", ""]

@@ -179,9 +179,10 @@ def derive_model(model: ModelSpec) -> Derivation:
     to_out = layer_symbols(model, L)
     ell_expr, from_logits = loss_element(out.activation, model.loss)
     scale = 1 / (N * width(L))
+    i, j = sp.symbols("i j", integer=True, positive=True)
+    ell_ij = sp.Function("ell")(sp.Symbol("yhat_ij"), sp.Symbol("y_ij"))
     eqs.append(Equation("loss", "loss", sp.Symbol("L"),
-                        scale * sp.Sum(sp.Symbol("ell_ij"), (sp.Symbol("i"), 1, N),
-                                       (sp.Symbol("j"), 1, width(L))),
+                        scale * sp.Sum(ell_ij, (i, 1, N), (j, 1, width(L))),
                         "mean", L, f"mean of {model.loss} over all N·n_{L} elements"))
     raw_ell = losses.REGISTRY[model.loss].expr
     eqs.append(Equation("loss.element", "loss", sp.Symbol("ell"), ell_expr.xreplace(to_out),
@@ -199,7 +200,8 @@ def derive_model(model: ModelSpec) -> Derivation:
     for l in range(L, 0, -1):
         if l < L:
             layer = model.layers[l - 1]
-            fprime = activations.forms(layer.activation).derivative
+            act_forms = activations.forms(layer.activation)
+            fprime = act_forms.derivative
             to_layer = layer_symbols(model, l)
             eqs.append(Equation(f"backward.e{l}", "backward", mat("E", l, N, width(l)),
                                 mat("Delta", l + 1, N, width(l + 1)) * mat("W", l + 1, width(l), width(l + 1)).T,
@@ -207,8 +209,8 @@ def derive_model(model: ModelSpec) -> Derivation:
             eqs.append(Equation(f"delta{l}", "backward", elem("delta", l),
                                 elem("e", l) * fprime.xreplace(to_layer), "elementwise", l,
                                 f"times the derivative of {layer.activation}"
-                                + (" in its output form" if activations.forms(layer.activation).in_output_form
-                                   else "")))
+                                + (" in its output form" if act_forms.in_output_form else ""),
+                                steps=(act_forms.raw_derivative.xreplace(to_layer),)))
         Delta = mat("Delta", l, N, width(l))
         eqs.append(Equation(f"grad.W{l}", "gradients", sp.Symbol(f"dL/dW_{l}"),
                             A[l - 1].T * Delta, "matmul", l))

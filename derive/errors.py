@@ -27,8 +27,8 @@ class BuildError(DeriveError):
 
 
 def suggest(name: str, valid: Iterable[str]) -> str:
-    """'; did you mean X?' for the closest valid name, plus the list of valid names."""
+    """'; did you mean X? Valid names: ...' (the closest valid name, then all of them)."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{hint} Valid names: {', '.join(valid)}."
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    hint = f"; did you mean {close[0]!r}? Valid names" if close else "; valid names"
+    return f"{hint}: {', '.join(valid)}."

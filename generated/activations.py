@@ -14,7 +14,7 @@ Equations, as computed (`derive show activations` prints the whole derivation):
     forward.a4: a_4 = z_4/(1 + exp(-z_4))
     forward.z5: Z_5 = A_4*W_5 + 1*b_5
     forward.a5: a_5 = z_5
-    loss: L = Sum(ell_ij, (i, 1, N), (j, 1, n_5))/(N*n_5)
+    loss: L = Sum(ell(yhat_ij, y_ij), (i, 1, N), (j, 1, n_5))/(N*n_5)
     loss.element: ell = (a_5 - y)**2
     delta5: delta_5 = 2*(a_5 - y)/(N*n_5)
     backward.e4: E_4 = Delta_5*W_5.T

@@ -6,7 +6,7 @@ Do not edit: run `derive build` to regenerate. Depends on numpy and numba only.
 Equations, as computed (`derive show logistic` prints the whole derivation):
     forward.z1: Z_1 = A_0*W_1 + 1*b_1
     forward.a1: a_1 = 1/(1 + exp(-z_1))
-    loss: L = Sum(ell_ij, (i, 1, N), (j, 1, n_1))/(N*n_1)
+    loss: L = Sum(ell(yhat_ij, y_ij), (i, 1, N), (j, 1, n_1))/(N*n_1)
     loss.element: ell = -y*z_1 + Softplus(z_1)
     delta1: delta_1 = (a_1 - y)/(N*n_1)
     grad.W1: dL/dW_1 = A_0.T*Delta_1

@@ -10,7 +10,7 @@ Equations, as computed (`derive show regression` prints the whole derivation):
     forward.a2: a_2 = tanh(z_2)
     forward.z3: Z_3 = A_2*W_3 + 1*b_3
     forward.a3: a_3 = z_3
-    loss: L = Sum(ell_ij, (i, 1, N), (j, 1, n_3))/(N*n_3)
+    loss: L = Sum(ell(yhat_ij, y_ij), (i, 1, N), (j, 1, n_3))/(N*n_3)
     loss.element: ell = (a_3 - y)**2
     delta3: delta_3 = 2*(a_3 - y)/(N*n_3)
     backward.e2: E_2 = Delta_3*W_3.T

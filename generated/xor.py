@@ -8,7 +8,7 @@ Equations, as computed (`derive show xor` prints the whole derivation):
     forward.a1: a_1 = tanh(z_1)
     forward.z2: Z_2 = A_1*W_2 + 1*b_2
     forward.a2: a_2 = 1/(1 + exp(-z_2))
-    loss: L = Sum(ell_ij, (i, 1, N), (j, 1, n_2))/(N*n_2)
+    loss: L = Sum(ell(yhat_ij, y_ij), (i, 1, N), (j, 1, n_2))/(N*n_2)
     loss.element: ell = -y*z_2 + Softplus(z_2)
     delta2: delta_2 = (a_2 - y)/(N*n_2)
     backward.e1: E_1 = Delta_2*W_2.T

@@ -30,7 +30,7 @@ def make_loss(config: Config):
 
     def loss_fn(params, x, y):
         a = x
-        for (w, b), act in zip(params[:-1], acts[:-1]):
+        for (w, b), act in zip(params[:-1], acts[:-1], strict=True):
             a = act(a @ w + b)
         w, b = params[-1]
         z = a @ w + b

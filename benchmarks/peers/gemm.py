@@ -20,9 +20,7 @@ def available() -> str | None:
     return None
 
 
-def measure(
-    config: Config | None, optimizer: str | None, dtype: str, *, steps: int, repeats: int, seed: int
-) -> dict:
+def measure(config: Config | None, optimizer: str | None, dtype: str, *, steps: int, repeats: int, seed: int) -> dict:
     """``steps`` matmuls per timed block; ``median_s`` is seconds per matmul."""
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((N, N)).astype(dtype)

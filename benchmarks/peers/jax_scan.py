@@ -15,9 +15,7 @@ NAME = "jax_scan"
 KIND = "step"
 
 
-def measure(
-    config: Config, optimizer: str, dtype: str, *, steps: int, repeats: int, seed: int
-) -> dict:
+def measure(config: Config, optimizer: str, dtype: str, *, steps: int, repeats: int, seed: int) -> dict:
     from benchmarks.peers import _jax_common as jc
 
     jc.setup(dtype)

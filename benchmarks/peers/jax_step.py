@@ -20,9 +20,7 @@ def available() -> str | None:
     return f"{', '.join(missing)} not installed" if missing else None
 
 
-def measure(
-    config: Config, optimizer: str, dtype: str, *, steps: int, repeats: int, seed: int
-) -> dict:
+def measure(config: Config, optimizer: str, dtype: str, *, steps: int, repeats: int, seed: int) -> dict:
     from benchmarks.peers import _jax_common as jc
 
     jc.setup(dtype)

@@ -67,7 +67,7 @@ class NumpyMLP:
         self.grad = np.empty_like(self.flat)
         self.W, self.b, self.gW, self.gb = [], [], [], []
         off = 0
-        for (n_in, n_out), (w, b) in zip(config.layers, params):
+        for (n_in, n_out), (w, b) in zip(config.layers, params, strict=True):
             for store, gstore, shape in ((self.W, self.gW, (n_in, n_out)), (self.b, self.gb, (n_out,))):
                 size = int(np.prod(shape))
                 store.append(self.flat[off : off + size].reshape(shape))
@@ -99,7 +99,7 @@ class NumpyMLP:
     def _forward(self, x: np.ndarray) -> None:
         a = x
         last = len(self.W) - 1
-        for l, (w, b, act) in enumerate(zip(self.W, self.b, self.acts)):
+        for l, (w, b, act) in enumerate(zip(self.W, self.b, self.acts, strict=True)):
             z = self.z_out if l == last else self.A[l]
             np.matmul(a, w, out=z)
             z += b
@@ -219,9 +219,7 @@ class NumpyMLP:
         return self._loss_and_output_delta(y)
 
 
-def measure(
-    config: Config, optimizer: str, dtype: str, *, steps: int, repeats: int, seed: int
-) -> dict:
+def measure(config: Config, optimizer: str, dtype: str, *, steps: int, repeats: int, seed: int) -> dict:
     model = NumpyMLP(config, dtype, init_params(config, dtype, seed), OPTIMIZERS[optimizer])
     pool = make_batches(config, dtype, seed)
     n = len(pool)

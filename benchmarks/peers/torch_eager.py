@@ -24,9 +24,7 @@ def available() -> str | None:
     return None
 
 
-def measure(
-    config: Config, optimizer: str, dtype: str, *, steps: int, repeats: int, seed: int
-) -> dict:
+def measure(config: Config, optimizer: str, dtype: str, *, steps: int, repeats: int, seed: int) -> dict:
     import torch
     from torch import nn
 
@@ -37,7 +35,7 @@ def measure(
     modules: list[nn.Module] = []
     params = init_params(config, dtype, seed)
     last = len(params) - 1
-    for l, ((w, b), act) in enumerate(zip(params, config.activations)):
+    for l, ((w, b), act) in enumerate(zip(params, config.activations, strict=True)):
         lin = nn.Linear(w.shape[0], w.shape[1], dtype=tdt)
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(w.T.copy()))
@@ -53,9 +51,7 @@ def measure(
     if spec.name == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=spec.lr, foreach=False)
     else:
-        opt = torch.optim.Adam(
-            model.parameters(), lr=spec.lr, betas=spec.betas, eps=spec.eps, foreach=False
-        )
+        opt = torch.optim.Adam(model.parameters(), lr=spec.lr, betas=spec.betas, eps=spec.eps, foreach=False)
 
     pool = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in make_batches(config, dtype, seed)]
     n = len(pool)
