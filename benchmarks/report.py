@@ -19,6 +19,7 @@ from importlib import metadata
 
 LIBRARIES = ("numpy", "torch", "jax", "jaxlib", "optax", "numba")
 LOSS_RTOL = {"float32": 1e-4, "float64": 1e-9}
+LOSS_AFTER_RTOL = {"float32": 2e-3, "float64": 1e-7}
 BUSY_CORES = 0.25
 """A result measured while other processes kept more cores than this busy is marked †."""
 
@@ -112,19 +113,36 @@ def groups(results: Iterable[dict]) -> dict[tuple[str, str, str], list[dict]]:
 
 
 def loss_check(rows: list[dict], dtype: str) -> str:
-    """One line saying whether the peers' first-step losses agree."""
-    losses = {r["peer"]: r["first_loss"] for r in rows if r.get("status") == "ok" and r.get("first_loss") is not None}
-    if len(losses) < 2:
-        return ""
-    ref_peer = "numpy" if "numpy" in losses else next(iter(losses))
-    ref = losses[ref_peer]
-    tol = LOSS_RTOL.get(dtype, 1e-4)
-    rel = {p: abs(v - ref) / max(abs(ref), 1e-300) for p, v in losses.items()}
-    bad = {p: losses[p] for p, e in rel.items() if e > tol}
-    if bad:
-        parts = ", ".join(f"{p} {v:.10g}" for p, v in bad.items())
-        return f"**First-step losses disagree** with {ref_peer} ({ref:.10g}): {parts}."
-    return f"First-step losses agree (loss {ref:.6g}, max relative difference {max(rel.values()):.1e})."
+    """One sentence saying whether the peers compute the same training.
+
+    ``first_loss`` (initial parameters, batch 0) checks the forward pass and loss;
+    ``loss_after_steps`` (after ``steps`` updates) checks gradients and optimizer updates.
+    """
+    ok = [r for r in rows if r.get("status") == "ok"]
+    parts, bad_parts = [], []
+    for key, label, rtol in (
+        ("first_loss", "first-step loss", LOSS_RTOL),
+        ("loss_after_steps", "loss after one block of steps", LOSS_AFTER_RTOL),
+    ):
+        losses = {r["peer"]: r[key] for r in ok if r.get(key) is not None}
+        if len(losses) < 2:
+            continue
+        ref_peer = "numpy" if "numpy" in losses else next(iter(losses))
+        ref = losses[ref_peer]
+        tol = rtol.get(dtype, 1e-4)
+        rel = {p: abs(v - ref) / max(abs(ref), 1e-300) for p, v in losses.items()}
+        bad = {p: losses[p] for p, e in rel.items() if e > tol}
+        if bad:
+            who = ", ".join(f"{p} {v:.10g}" for p, v in bad.items())
+            bad_parts.append(f"**{label} disagrees** with {ref_peer} ({ref:.10g}): {who}")
+        else:
+            parts.append(f"{label} {ref:.6g} (max rel. diff {max(rel.values()):.0e})")
+    text = ""
+    if bad_parts:
+        text += "; ".join(bad_parts) + ". "
+    if parts:
+        text += "Peers agree on: " + "; ".join(parts) + "."
+    return text.strip()
 
 
 # --------------------------------------------------------------------------- tables

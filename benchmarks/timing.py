@@ -11,6 +11,9 @@ block; it is called only once, after the first block).
    compilation and first-touch costs) and its loss as ``first_loss`` (the loss at the initial
    parameters on batch 0, the same for every peer: a cheap cross-check);
 2. warms up with more blocks until at least ``min_warmup_s`` and ``min_warmup_blocks`` passed;
+   the first of them gives ``loss_after_steps``, the loss of step ``steps + 1`` (after ``steps``
+   updates on batches 0 .. steps-1 of the pool): peers that agree on it compute the same
+   gradients and updates;
 3. with the garbage collector off, times ``repeats`` blocks; each block gives one sample,
    ``block seconds / steps``;
 4. returns the median and spread of those per-step samples.
@@ -45,6 +48,12 @@ def summarize(samples: list[float]) -> dict:
     }
 
 
+def _value(x) -> float | None:
+    if callable(x):
+        x = x()
+    return None if x is None else float(x)
+
+
 def time_blocks(
     run_block: Callable[[int], object],
     *,
@@ -56,7 +65,7 @@ def time_blocks(
     """Time ``repeats`` blocks of ``steps`` training steps; see the module docstring.
 
     Returns the keys of :func:`summarize` plus ``steps``, ``repeats``, ``first_call_s``,
-    ``warmup_s`` and ``first_loss``.
+    ``warmup_s``, ``first_loss`` and ``loss_after_steps``.
     """
     if steps < 1 or repeats < 1:
         raise ValueError(f"steps and repeats must be >= 1 (got steps={steps}, repeats={repeats})")
@@ -65,7 +74,8 @@ def time_blocks(
     first_call_s = time.perf_counter() - t0
 
     t_start = time.perf_counter()
-    blocks = 0
+    second = run_block(steps)
+    blocks = 1
     while blocks < min_warmup_blocks or time.perf_counter() - t_start < min_warmup_s:
         run_block(steps)
         blocks += 1
@@ -90,6 +100,7 @@ def time_blocks(
         repeats=repeats,
         first_call_s=first_call_s,
         warmup_s=warmup_s,
-        first_loss=None if first is None else float(first() if callable(first) else first),
+        first_loss=_value(first),
+        loss_after_steps=_value(second),
     )
     return out

@@ -113,7 +113,7 @@ def layer_symbols(model: ModelSpec, l: int) -> dict[sp.Symbol, sp.Symbol]:
 # ----------------------------------------------------------------------------- blocks
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def output_delta_forms(act_name: str, loss_name: str) -> tuple[sp.Expr, ...]:
     """(∂ℓ/∂ŷ, ∂ŷ/∂z, their product, the simplified joint form) in the element symbols a, y, z.
 
@@ -136,7 +136,7 @@ def output_delta_forms(act_name: str, loss_name: str) -> tuple[sp.Expr, ...]:
     return dl_dyhat, fprime, product, joint
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loss_element(act_name: str, loss_name: str) -> tuple[sp.Expr, bool]:
     """The per-element loss as computed, and whether it is computed from the logit ``z``."""
     rule = losses.REGISTRY[loss_name]

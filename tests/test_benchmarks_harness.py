@@ -206,7 +206,7 @@ def test_report_table_from_fake_results():
     assert "Skipped: derive (benchmarks/peers/derive_peer.py not found)" in text
     # summary: fastest in bold, skipped-only peers left out of the columns
     assert "| tiny | sgd | float64 | 100.0 | 200.0 | **50.0** | error | jax_step |" in text
-    assert "First-step losses agree" in text
+    assert "Peers agree on: first-step loss 0.5" in text
 
 
 def test_report_flags_disagreeing_losses_and_disturbed_runs():
@@ -214,7 +214,7 @@ def test_report_flags_disagreeing_losses_and_disturbed_runs():
     rows[3]["first_loss"] = 0.6
     rows[4]["foreign_load"] = 0.9
     text = report.format_report(rows, {})
-    assert "**First-step losses disagree** with numpy" in text and "torch_eager 0.6" in text
+    assert "**first-step loss disagrees** with numpy (0.5): torch_eager 0.6" in text
     assert "| jax_step | 50.0 † |" in text
 
 

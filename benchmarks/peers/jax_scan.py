@@ -1,11 +1,13 @@
 """JAX: ``jax.jit(lax.scan)`` over an epoch of ``steps`` training steps; time reported per step.
 
-The batch pool is stacked into epoch arrays of shape ``(steps, B, n)`` (consecutive batches of
-the pool; when the pool holds several epochs they are used in turn, else one epoch cycles
-through the pool). One timed block is one epoch call.
+The batch pool is stacked into epoch arrays of shape ``(steps, B, n)``: epoch ``e`` holds the
+batches of steps ``e*steps .. (e+1)*steps - 1`` of the sequence every peer cycles through, and
+the epochs are used in turn. One timed block is one epoch call.
 """
 
 from __future__ import annotations
+
+import math
 
 from benchmarks.configs import Config, make_batches
 from benchmarks.peers.jax_step import available  # noqa: F401  (same requirements)
@@ -13,6 +15,7 @@ from benchmarks.timing import time_blocks
 
 NAME = "jax_scan"
 KIND = "step"
+MAX_EPOCH_BYTES = 256 * 2**20
 
 
 def measure(config: Config, optimizer: str, dtype: str, *, steps: int, repeats: int, seed: int) -> dict:
@@ -39,8 +42,12 @@ def measure(config: Config, optimizer: str, dtype: str, *, steps: int, repeats: 
 
     pool = make_batches(config, dtype, seed)
     n = len(pool)
+    # Epoch e holds steps e*steps .. (e+1)*steps-1 of the same batch sequence the other peers
+    # cycle through; lcm(n, steps)/steps epochs make one full cycle (capped by memory).
+    epoch_bytes = steps * (pool[0][0].nbytes + pool[0][1].nbytes)
+    n_epochs = max(1, min(math.lcm(n, steps) // steps, MAX_EPOCH_BYTES // epoch_bytes))
     epochs = []
-    for e in range(max(1, n // steps)):
+    for e in range(n_epochs):
         idx = [(e * steps + k) % n for k in range(steps)]
         epochs.append(
             (jnp.asarray(np.stack([pool[i][0] for i in idx])), jnp.asarray(np.stack([pool[i][1] for i in idx])))
@@ -61,4 +68,6 @@ def measure(config: Config, optimizer: str, dtype: str, *, steps: int, repeats: 
     out = time_blocks(run_block, steps=steps, repeats=repeats)
     out["version"] = jax.__version__
     out["note"] = f"{len(epochs)} epoch array(s) of {steps} steps"
+    if len(epochs) == 1 and steps % n:
+        out["loss_after_steps"] = None  # its 2nd block re-used epoch 0: not the common sequence
     return out

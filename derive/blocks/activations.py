@@ -161,7 +161,7 @@ def _max_derivative(d: sp.Expr) -> sp.Expr | None:
     return max(finite, key=lambda c: float(abs(c))) if finite else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def forms(name: str) -> ActivationForms:
     """Derive everything the derivation and code generator need (cached: SymPy is slow)."""
     rule = REGISTRY[name]

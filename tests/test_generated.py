@@ -1,0 +1,182 @@
+"""The committed generated modules: gradients by finite differences (proof 2), the compiled
+kernels equal their Python source run by the interpreter, the wrapper's input checks, and
+training actually reduces the loss."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from .conftest import CATALOGUE_NAMES, ROOT, random_problem, verify_grad
+
+
+@pytest.mark.parametrize("name", CATALOGUE_NAMES)
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-6), (np.float32, 3e-2)], ids=["f64", "f32"])
+def test_gradients_match_finite_differences(generated, name, dtype, rtol):
+    module = generated[name]
+    params, X, Y = random_problem(module, dtype=dtype)
+    verify_grad(module, params, X, Y, rtol=rtol)
+
+
+@pytest.mark.parametrize("name", CATALOGUE_NAMES)
+def test_outputs_keep_the_dtype(generated, name):
+    module = generated[name]
+    for dtype in (np.float32, np.float64):
+        params, X, Y = random_problem(module, dtype=dtype)
+        assert module.forward(params, X).dtype == dtype
+        assert all(g.dtype == dtype for g in module.gradients(params, X, Y).values())
+
+
+@pytest.mark.parametrize("name", CATALOGUE_NAMES)
+def test_compiled_equals_python_source(generated, name):
+    """The Numba-compiled kernels and the same functions run by CPython agree."""
+    module = generated[name]
+    params, X, Y = random_problem(module, seed=4)
+    fast = module.gradients(params, X, Y)
+    saved = {a: getattr(module, a) for a in ("_forward", "_backward")}
+    try:
+        for attr, kernel in saved.items():
+            setattr(module, attr, kernel.py_func)
+        slow = module.gradients(params, X, Y)
+    finally:
+        for attr, kernel in saved.items():
+            setattr(module, attr, kernel)
+    for k in fast:
+        np.testing.assert_allclose(fast[k], slow[k], rtol=1e-12, atol=1e-15)
+
+
+def test_step_is_sgd_and_returns_loss_before(generated):
+    module = generated["xor"]
+    params, X, Y = random_problem(module)
+    before = {k: v.copy() for k, v in params.items()}
+    grads = module.gradients(params, X, Y)
+    value = module.step(params, X, Y, lr=0.3)
+    assert value == pytest.approx(module.loss(before, X, Y), rel=1e-14)
+    for k in params:
+        np.testing.assert_allclose(params[k], before[k] - 0.3 * grads[k], rtol=1e-14)
+
+
+def test_one_module_serves_any_width(generated):
+    """Widths come from the arrays: a wider hidden layer runs through the same kernels."""
+    module = generated["xor"]
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.normal(size=(2, 13)), "b1": np.zeros(13), "W2": rng.normal(size=(13, 1)), "b2": np.zeros(1)}
+    X, Y = rng.normal(size=(5, 2)), rng.uniform(size=(5, 1))
+    assert module.forward(params, X).shape == (5, 1)
+    verify_grad(module, params, X, Y, rtol=1e-6)
+
+
+def test_xor_is_learned(generated):
+    module = generated["xor"]
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
+    Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
+    params = module.init_params(seed=1)
+    first = module.loss(params, X, Y)
+    for _ in range(3000):
+        module.step(params, X, Y, lr=0.5)
+    assert module.loss(params, X, Y) < 0.05 < first
+    np.testing.assert_array_equal(module.forward(params, X) > 0.5, Y > 0.5)
+
+
+def test_linear_regression_recovers_weights(generated):
+    module = generated["linear"]
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 3))
+    w, b = np.array([[1.5], [-2.0], [0.5]]), 0.25
+    Y = X @ w + b
+    params = module.init_params()
+    for _ in range(500):
+        module.step(params, X, Y)
+    np.testing.assert_allclose(params["W1"], w, atol=1e-6)
+    np.testing.assert_allclose(params["b1"], [b], atol=1e-6)
+
+
+def test_bce_loss_is_finite_at_huge_logits(generated):
+    module = generated["logistic"]
+    params = {"W1": np.array([[1e9], [0.0]]), "b1": np.zeros(1)}
+    X = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    for Y, want in ((np.array([[1.0], [0.0]]), 0.0), (np.array([[0.0], [1.0]]), 1e9)):
+        value = module.loss(params, X, Y)
+        assert np.isfinite(value) and value == pytest.approx(want)
+        assert all(np.isfinite(g).all() for g in module.gradients(params, X, Y).values())
+
+
+def test_init_params_is_seeded_and_scaled(generated):
+    module = generated["regression"]
+    a, b = module.init_params(seed=5), module.init_params(seed=5)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["W1"], module.init_params(seed=6)["W1"])
+    assert np.abs(a["W1"]).max() <= np.sqrt(6.0 / 8)  # He uniform bound for relu, fan_in 8
+    assert a["W1"].shape == (8, 16) and a["b3"].shape == (1,)
+    assert module.init_params(dtype=np.float32)["W1"].dtype == np.float32
+
+
+BAD_INPUTS = [
+    (lambda p, X, Y: ([1, 2], X, Y), "params must be a dict"),
+    (lambda p, X, Y: ({k: v for k, v in p.items() if k != "b2"}, X, Y), "missing ['b2']"),
+    (lambda p, X, Y: (p, X.astype(np.float32), Y), "X has dtype float32 but the parameters are float64"),
+    (lambda p, X, Y: (p, X[:, :1].copy(), Y), "X must have shape (n_samples, 2)"),
+    (lambda p, X, Y: (p, np.asfortranarray(np.vstack([X, X])), np.vstack([Y, Y])), "not C-contiguous"),
+    (lambda p, X, Y: (p, X, Y[:-1]), "X has 7 samples but Y has 6"),
+    (lambda p, X, Y: (p, X[:0], Y[:0]), "X is empty"),
+    (lambda p, X, Y: (p, np.where(np.arange(X.size).reshape(X.shape) == 3, np.nan, X), Y),
+     "X has a non-finite value nan at row 1, column 1"),
+    (lambda p, X, Y: (p, X, np.full_like(Y, np.inf)), "Y has a non-finite value inf"),
+    (lambda p, X, Y: ({**p, "W1": p["W1"].astype(np.float32)}, X, Y), "is float64 but params['W1'] is float32"),
+    (lambda p, X, Y: ({**p, "b1": np.zeros(3)}, X, Y), "params['b1'] has shape (3,), expected (8,)"),
+    (lambda p, X, Y: ({**p, "W1": p["W1"].astype(np.int64)}, X, Y), "dtype int64"),
+]
+
+
+@pytest.mark.parametrize("make,message", BAD_INPUTS)
+def test_bad_inputs_get_clear_errors(generated, make, message):
+    module = generated["xor"]
+    params, X, Y = random_problem(module)
+    p, X2, Y2 = make(params, X, Y)
+    with pytest.raises(ValueError) as info:
+        module.gradients(p, X2, Y2)
+    assert message in str(info.value) and str(info.value).startswith("xor: ")
+
+
+def test_bad_hyperparameters_are_refused(generated):
+    module = generated["xor"]
+    params, X, Y = random_problem(module)
+    before = {k: v.copy() for k, v in params.items()}
+    for hyper, message in (({"lr": -1.0}, "lr must lie in (0, inf)"), ({"lr": float("nan")}, "finite"),
+                           ({"momentum": 0.9}, "unknown hyperparameter 'momentum'")):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            module.step(params, X, Y, **hyper)
+    assert all(np.array_equal(params[k], before[k]) for k in params)  # nothing was touched
+
+
+def test_read_only_params_are_refused_by_step(generated):
+    module = generated["xor"]
+    params, X, Y = random_problem(module)
+    params["W1"].setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        module.step(params, X, Y)
+
+
+def test_generated_module_runs_without_jit_and_without_derive(tmp_path):
+    """NUMBA_DISABLE_JIT=1: the module is plain Python; and it imports with only numpy/numba
+    on the path (a copy outside the repository, with `derive` made unimportable)."""
+    target = tmp_path / "xor_copy.py"
+    target.write_text((ROOT / "generated" / "xor.py").read_text())
+    (tmp_path / "derive.py").write_text("raise ImportError('derive must not be needed')\n")
+    code = (
+        "import numpy as np, xor_copy as m\n"
+        "p = m.init_params(seed=0); X = np.random.default_rng(0).normal(size=(4, 2)); Y = np.ones((4, 1))\n"
+        "g = m.gradients(p, X, Y); v = m.step(p, X, Y)\n"
+        "assert np.isfinite(v) and set(g) == set(m.PARAM_NAMES)\n"
+        "import numba; assert numba.config.DISABLE_JIT\n"
+        "print('ok', v)\n"
+    )
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")
