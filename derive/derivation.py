@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .blocks import activations, losses, optimizers
+from .blocks import activations, losses, optimizers, schedules
 from .errors import BuildError
 from .spec import ModelSpec
 from .symbolic import a, numerically_equal, output_form, sample_points, stable_from_logits, y, z
@@ -83,6 +83,10 @@ class Derivation:
     @property
     def optimizer(self) -> optimizers.OptimizerRule:
         return optimizers.REGISTRY[self.model.optimizer.name]
+
+    @property
+    def optimizer_equations(self) -> optimizers.Equations:
+        return self.optimizer.equations(dict(self.model.optimizer.options))
 
 
 # ----------------------------------------------------------------------------- symbols
@@ -218,9 +222,83 @@ def derive_model(model: ModelSpec) -> Derivation:
                             sp.OneMatrix(1, N) * Delta, "colsum", l))
     eqs.sort(key=lambda e: SECTIONS.index(e.section))  # stable: keeps the order within sections
 
-    rule = optimizers.REGISTRY[model.optimizer.name]
-    for target, rhs in rule.updates:
-        lhs = optimizers.theta if target == "theta" else sp.Symbol(target, real=True)
-        eqs.append(Equation(f"update.{target}", "update", lhs, rhs, "update", None,
-                            "for every parameter θ ∈ {W_l, b_l} with gradient g = ∂L/∂θ"))
+    eqs += penalty_equations(model)
+    eqs.sort(key=lambda e: SECTIONS.index(e.section))
+    eqs += update_equations(model)
     return Derivation(model, tuple(eqs), act_values, from_logits)
+
+
+#: Symbols of the update section besides the optimizer's own.
+epoch = sp.Symbol("epoch", nonnegative=True, integer=True)
+lr_t = sp.Symbol("lr_t", positive=True)
+grad_norm = sp.Symbol("grad_norm", nonnegative=True)
+clip_coef = sp.Symbol("clip_coef", positive=True)
+#: PyTorch's clip_grad_norm_ adds this to the norm before dividing.
+CLIP_NORM_EPS = sp.Float("1e-6")
+
+
+def penalty_equations(model: ModelSpec) -> list[Equation]:
+    """L1/L2 as loss terms: R(θ) = (λ₂/2)θ² + λ₁|θ| per parameter element, and its derived gradient."""
+    reg = dict(model.regularization)
+    if not ({"l1", "l2"} & set(reg)):
+        return []
+    th = optimizers.theta
+    r = sp.S.Zero
+    if "l2" in reg:
+        r += optimizers.H("l2") / 2 * th**2
+    if "l1" in reg:
+        r += optimizers.H("l1") * sp.Abs(th)
+    dr = sp.diff(r, th)
+    return [
+        Equation("loss.penalty", "loss", sp.Symbol("R"), r, "penalty", None,
+                 "added to L for every parameter element θ (weights and biases)"),
+        Equation("grad.penalty", "gradients", optimizers.g, optimizers.g + dr, "regularize", None,
+                 "g ← ∂L/∂θ + ∂R/∂θ, derived by SymPy (coupled weight decay for L2)"),
+    ]
+
+
+def update_equations(model: ModelSpec) -> list[Equation]:
+    """Schedule, clipping, decoupled decay and the optimizer's equations, in execution order."""
+    rule = optimizers.REGISTRY[model.optimizer.name]
+    eqs_spec = rule.equations(dict(model.optimizer.options))
+    lr_sym = optimizers.lr
+    out: list[Equation] = []
+    sched = model.schedule
+    if sched.name != "constant":
+        counter = optimizers.t - 1 if sched.per == "step" else epoch
+        expr = schedules.REGISTRY[sched.name].make(sched.milestones).xreplace({schedules.e: counter})
+        out.append(Equation("update.lr_t", "update", lr_t, expr, "scalar", None,
+                            f"{sched.name} schedule, counter = completed {sched.per}s"))
+        lr_sym = lr_t
+    g = optimizers.g
+    clip = dict(model.clip)
+    if "value" in clip:
+        c = optimizers.H("clip_value")
+        out.append(Equation("update.clip_value", "update", g, sp.Min(sp.Max(g, -c), c), "update", None,
+                            "clip each gradient element to [-c, c]"))
+    if "norm" in clip:
+        out.append(Equation("update.grad_norm", "update", grad_norm,
+                            sp.sqrt(sp.Sum(sp.Symbol("g_k") ** 2, (sp.Symbol("k"), 1, sp.Symbol("P")))),
+                            "global", None, "L2 norm over all P gradient elements of all parameters"))
+        out.append(Equation("update.clip_coef", "update", clip_coef,
+                            sp.Min(1, optimizers.H("clip_norm") / (grad_norm + CLIP_NORM_EPS)), "global", None,
+                            "as torch.nn.utils.clip_grad_norm_"))
+        out.append(Equation("update.clip_norm", "update", g, g * clip_coef, "update", None,
+                            "rescale so the global norm is at most clip_norm"))
+    for name, rhs in eqs_spec.scalar_updates:
+        out.append(Equation(f"update.{name}", "update", optimizers.S(name), rhs.xreplace({optimizers.lr: lr_sym}),
+                            "scalar_state", None, "once per step"))
+    if "decoupled_weight_decay" in dict(model.regularization):
+        out.append(Equation("update.decay", "update", optimizers.theta,
+                            optimizers.theta * (1 - lr_sym * optimizers.H("decoupled_weight_decay")), "update",
+                            None, "decoupled weight decay"))
+    seen: dict[str, int] = {}
+    for target, rhs in eqs_spec.updates:
+        seen[target] = seen.get(target, 0) + 1
+        key = f"update.{target}" + (f".{seen[target]}" if seen[target] > 1 else "")
+        note = "for every parameter θ ∈ {W_l, b_l} with gradient g = ∂L/∂θ" if target == "theta" else ""
+        if target in eqs_spec.state:
+            note = f"state {target}, one per parameter element, initially {sp.sstr(eqs_spec.state[target])}"
+        out.append(Equation(key, "update", optimizers.S(target) if target != "theta" else optimizers.theta,
+                            rhs.xreplace({optimizers.lr: lr_sym}), "update", None, note))
+    return out

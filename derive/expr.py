@@ -57,40 +57,32 @@ MAX_EXPONENT = 100  # largest |exponent| when the exponent is a number
 MAX_LITERAL = 1e300  # largest |numeric literal|
 MAX_BITS = 4096  # largest numerator/denominator of any number built
 MAX_EXPR_SIZE = 20_000  # nodes of the built SymPy expression, counted as a tree
-
-
-def _abs(x: sympy.Expr) -> sympy.Expr:
-    return sympy.Piecewise((x, sympy.Ge(x, 0)), (-x, True))
-
-
-def _max(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
-    return sympy.Piecewise((a, sympy.Ge(a, b)), (b, True))
-
-
-def _min(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
-    return sympy.Piecewise((a, sympy.Le(a, b)), (b, True))
+MAX_CASES = 200  # branches explored when lifting abs/max/min/where out of conditions
 
 
 _ONE = sympy.Integer(1)
 # name -> (number of arguments, builder); `where` is handled separately.
 _BUILDERS: dict[str, tuple[int, Callable[..., sympy.Expr]]] = {
-    "abs": (1, _abs),
     "atan": (1, sympy.atan),
     "cos": (1, sympy.cos),
     "erf": (1, sympy.erf),
     "exp": (1, sympy.exp),
     "log": (1, sympy.log),
     "log1p": (1, lambda x: sympy.log(sympy.Add(_ONE, x))),
-    "max": (2, _max),
-    "min": (2, _min),
     "sigmoid": (1, lambda x: sympy.Pow(sympy.Add(_ONE, sympy.exp(-x)), -1)),
     "sin": (1, sympy.sin),
     "softplus": (1, lambda x: sympy.log(sympy.Add(_ONE, sympy.exp(x)))),
     "sqrt": (1, sympy.sqrt),
     "tanh": (1, sympy.tanh),
 }
-FUNCTIONS: tuple[str, ...] = tuple(sorted([*_BUILDERS, "where"]))
-_ARITY = {**{name: n for name, (n, _) in _BUILDERS.items()}, "where": 3}
+# name -> (number of arguments, builder of (a, condition, b) for Piecewise((a, condition), (b, True)))
+_BRANCHES: dict[str, tuple[int, Callable[..., tuple[sympy.Expr, sympy.Basic, sympy.Expr]]]] = {
+    "abs": (1, lambda x: (x, sympy.Ge(x, 0), -x)),
+    "max": (2, lambda a, b: (a, sympy.Ge(a, b), b)),
+    "min": (2, lambda a, b: (a, sympy.Le(a, b), b)),
+}
+FUNCTIONS: tuple[str, ...] = tuple(sorted([*_BUILDERS, *_BRANCHES, "where"]))
+_ARITY = {name: n for name, (n, _) in [*_BUILDERS.items(), *_BRANCHES.items()]} | {"where": 3}
 _CONSTANTS: dict[str, sympy.Expr] = {"pi": sympy.pi, "e": sympy.E}
 
 _BINARY: dict[type, tuple[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]]] = {
@@ -196,6 +188,7 @@ class _Builder:
         self.body, self.lead, self.variables, self.where = body, lead, variables, where
         self.encoded = body.encode("utf-8")
         self.sizes: dict[sympy.Basic, int] = {}
+        self.cases = 0
 
     def fail(self, node: ast.AST, what: str, after: str = "") -> SpecError:
         offset = getattr(node, "col_offset", 0)
@@ -317,8 +310,33 @@ class _Builder:
             raise self.fail(node, f"{name}(...) takes {count}")
         if name == "where":
             cond = self.cond(node.args[0])
-            return sympy.Piecewise((self.expr(node.args[1]), cond), (self.expr(node.args[2]), True))
-        return _BUILDERS[name][1](*(self.expr(arg) for arg in node.args))
+            return self.piecewise(node, self.expr(node.args[1]), cond, self.expr(node.args[2]))
+        args = [self.expr(arg) for arg in node.args]
+        if name in _BRANCHES:
+            return self.piecewise(node, *_BRANCHES[name][1](*args))
+        return _BUILDERS[name][1](*args)
+
+    def piecewise(self, node: ast.expr, a: sympy.Expr, cond: sympy.Basic, b: sympy.Expr) -> sympy.Expr:
+        return sympy.Piecewise((a, self.lift(node, cond)), (b, True))
+
+    def lift(self, node: ast.expr, cond: sympy.Basic) -> sympy.Basic:
+        """Rewrite a condition containing Piecewise as ITE(c, ...) over Piecewise-free ones.
+
+        SymPy would otherwise rewrite it with ``as_set``, i.e. solve inequalities, which
+        can run for hours (e.g. ``where(abs(z**100 - 3*z**37) > 1, z, 0)``).
+        """
+        pieces = cond.atoms(sympy.Piecewise)
+        if not pieces:
+            self.cases += 1
+            if self.cases > MAX_CASES:
+                what = f"{self.quote(node)} nests abs/max/min/where too deeply in conditions"
+                raise self.fail(node, what, f" (more than {MAX_CASES} cases)")
+            return cond
+        piece = next(iter(sympy.ordered(pieces)))
+        result: sympy.Basic = sympy.false  # Piecewise without a True branch is undefined
+        for expr, c in reversed(piece.args):
+            result = sympy.ITE(c, self.lift(node, cond.xreplace({piece: expr})), result)
+        return result
 
     def _check_power(self, node: ast.BinOp, base: sympy.Expr, exponent: sympy.Expr) -> None:
         if exponent.is_Number and abs(exponent) > MAX_EXPONENT:

@@ -21,10 +21,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .blocks import activations, losses, optimizers
+from .blocks import activations, losses, optimizers, schedules
 from .errors import SpecError, suggest
 
-MODEL_KEYS = ("inputs", "layers", "loss", "optimizer", "description")
+MODEL_KEYS = ("inputs", "layers", "loss", "optimizer", "schedule", "clip", "regularization", "description")
+CLIP_KEYS = {"norm": "clip_norm", "value": "clip_value"}
+REG_KEYS = ("l1", "l2", "decoupled_weight_decay")
+NONNEG = optimizers.Hyper(0.0, 0.0, float("inf"), low_open=False)
+POSITIVE = optimizers.Hyper(1.0, 0.0, float("inf"))
 #: Names a model may not take: they would shadow the generated package's own names.
 RESERVED_NAMES = frozenset({"generated", "derive", "numpy", "numba", "math", "np"})
 
@@ -47,17 +51,34 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """An optimizer by name with every hyperparameter value (defaults filled in)."""
+    """An optimizer by name with its options and every hyperparameter value (defaults filled in)."""
 
     name: str
     hyper: tuple[tuple[str, float], ...] = ()
+    options: tuple[tuple[str, bool], ...] = ()
 
     @property
     def hyper_dict(self) -> dict[str, float]:
         return dict(self.hyper)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, **self.hyper_dict}
+        return {"name": self.name, **dict(self.options), **self.hyper_dict}
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A learning-rate schedule: name, counter (``epoch`` or ``step``), hyperparameters."""
+
+    name: str = "constant"
+    per: str = "epoch"
+    hyper: tuple[tuple[str, float], ...] = ()
+    milestones: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict:
+        out = {"name": self.name, "per": self.per, **dict(self.hyper)}
+        if self.milestones:
+            out["milestones"] = [int(m) for m in self.milestones]
+        return out
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,17 @@ class ModelSpec:
     optimizer: OptimizerSpec
     source: str = "<python>"
     description: str = ""
+    schedule: ScheduleSpec = ScheduleSpec()
+    clip: tuple[tuple[str, float], ...] = ()  # (("norm", c),) and/or (("value", c),)
+    regularization: tuple[tuple[str, float], ...] = ()  # subset of l1, l2, decoupled_weight_decay
+
+    def hyper(self) -> dict[str, float]:
+        """Every kernel hyperparameter with its default: optimizer, schedule, regularisation, clipping."""
+        out = dict(self.optimizer.hyper)
+        out.update(self.schedule.hyper)
+        out.update(self.regularization)
+        out.update({CLIP_KEYS[k]: v for k, v in self.clip})
+        return out
 
     @property
     def outputs(self) -> int:
@@ -100,6 +132,9 @@ class ModelSpec:
             "layers": [layer.to_list() for layer in self.layers],
             "loss": self.loss,
             "optimizer": self.optimizer.to_dict(),
+            "schedule": self.schedule.to_dict(),
+            "clip": dict(self.clip),
+            "regularization": dict(self.regularization),
         }
 
     def summary(self) -> str:
@@ -107,8 +142,15 @@ class ModelSpec:
             [str(self.inputs)]
             + [f"{x.units} {x.activation}" + (f"{x.param_dict}" if x.params else "") for x in self.layers]
         )
-        opt = ", ".join(f"{k}={v:g}" for k, v in self.optimizer.hyper)
-        return f"{layers}; loss {self.loss}; {self.optimizer.name}({opt})"
+        opt = ", ".join([k for k, v in self.optimizer.options if v] + [f"{k}={v:g}" for k, v in self.optimizer.hyper])
+        extra = ""
+        if self.schedule.name != "constant":
+            extra += f"; {self.schedule.name} schedule per {self.schedule.per}"
+        if self.clip:
+            extra += "; clip " + ", ".join(f"{k} {v:g}" for k, v in self.clip)
+        if self.regularization:
+            extra += "; " + ", ".join(f"{k} {v:g}" for k, v in self.regularization)
+        return f"{layers}; loss {self.loss}; {self.optimizer.name}({opt}){extra}"
 
 
 # --------------------------------------------------------------------------- validation
@@ -166,7 +208,63 @@ def make_optimizer(entry: object, where: str) -> OptimizerSpec:
                         f"e.g. {{ name = \"sgd\", lr = 0.1 }}; got {entry!r}", where)
     rule = optimizers.get(entry["name"], where)
     given = {k: v for k, v in entry.items() if k != "name"}
-    return OptimizerSpec(rule.name, tuple(rule.check_hyper(given, where).items()))
+    options, hyper = rule.check(given, where)
+    return OptimizerSpec(rule.name, tuple(hyper.items()), tuple(options.items()))
+
+
+def _table(entry: object, where: str, what: str) -> dict:
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, Mapping):
+        raise SpecError(f"{what} must be a table, got {entry!r}", where)
+    return dict(entry)
+
+
+def make_schedule(entry: object, where: str) -> ScheduleSpec:
+    """A schedule from a name or ``{ name = "step", step_size = 1, gamma = 0.5, per = "epoch" }``."""
+    if isinstance(entry, ScheduleSpec):
+        return entry
+    body = _table(entry, where, "schedule")
+    rule = schedules.get(body.pop("name", "constant"), where)
+    per = body.pop("per", "epoch")
+    if per not in ("epoch", "step"):
+        raise SpecError(f"per must be 'epoch' or 'step', got {per!r}", f"{where}: per")
+    milestones = ()
+    if rule.name == "multistep":
+        milestones = schedules.check_milestones(body.pop("milestones", None), f"{where}: milestones")
+    unknown = sorted(set(body) - set(rule.hyper))
+    if unknown:
+        raise SpecError(f"schedule {rule.name!r} has no parameter {unknown[0]!r}{suggest(unknown[0], rule.hyper)}",
+                        where)
+    hyper = {k: h.check(body.get(k, h.default), f"{where}: {k}") for k, h in rule.hyper.items()}
+    return ScheduleSpec(rule.name, per, tuple(hyper.items()), milestones)
+
+
+def make_clip(entry: object, where: str) -> tuple[tuple[str, float], ...]:
+    """Gradient clipping ``{ norm = 1.0 }`` (global L2 norm) and/or ``{ value = 0.5 }``."""
+    if entry is None:
+        return ()
+    body = _table(entry, where, "clip")
+    unknown = sorted(set(body) - set(CLIP_KEYS))
+    if unknown:
+        raise SpecError(f"clip has no key {unknown[0]!r}{suggest(unknown[0], CLIP_KEYS)}", where)
+    if not body:
+        raise SpecError("clip needs norm = ... and/or value = ...", where)
+    return tuple((k, POSITIVE.check(body[k], f"{where}: {k}")) for k in CLIP_KEYS if k in body)
+
+
+def make_regularization(entry: object, optimizer: OptimizerSpec, where: str) -> tuple[tuple[str, float], ...]:
+    """``{ l1 = ..., l2 = ..., decoupled_weight_decay = ... }`` (each ≥ 0, applied to every parameter)."""
+    if entry is None:
+        return ()
+    body = _table(entry, where, "regularization")
+    unknown = sorted(set(body) - set(REG_KEYS))
+    if unknown:
+        raise SpecError(f"regularization has no key {unknown[0]!r}{suggest(unknown[0], REG_KEYS)}", where)
+    if "decoupled_weight_decay" in body and "weight_decay" in optimizer.hyper_dict:
+        raise SpecError(f"optimizer {optimizer.name!r} already applies decoupled weight decay; set its "
+                        "weight_decay instead", where)
+    return tuple((k, NONNEG.check(body[k], f"{where}: {k}")) for k in REG_KEYS if k in body)
 
 
 def make_model(
@@ -179,6 +277,9 @@ def make_model(
     source: str = "<python>",
     description: str = "",
     where: str | None = None,
+    schedule: object = None,
+    clip: object = None,
+    regularization: object = None,
 ) -> ModelSpec:
     """Validate and build a :class:`ModelSpec` (the Python API behind ``Model``).
 
@@ -208,7 +309,10 @@ def make_model(
     opt = make_optimizer(optimizer, f"{where}: optimizer")
     if not isinstance(description, str):
         raise SpecError("description must be a string", f"{where}: description")
-    return ModelSpec(name, inputs, built, loss_rule.name, opt, source, description)
+    sched = make_schedule(schedule or "constant", f"{where}: schedule")
+    clips = make_clip(clip, f"{where}: clip")
+    reg = make_regularization(regularization, opt, f"{where}: regularization")
+    return ModelSpec(name, inputs, built, loss_rule.name, opt, source, description, sched, clips, reg)
 
 
 def Dense(units: int, activation: str, **params: float) -> LayerSpec:  # noqa: N802 (reads like a layer)
@@ -217,14 +321,16 @@ def Dense(units: int, activation: str, **params: float) -> LayerSpec:  # noqa: N
 
 
 def Model(name: str, inputs: int, layers: Sequence, loss: str, optimizer: object = "sgd",  # noqa: N802
-          description: str = "") -> ModelSpec:
+          description: str = "", schedule: object = None, clip: object = None,
+          regularization: object = None) -> ModelSpec:
     """Declare a model in Python; the same validation as a TOML file.
 
     >>> Model("xor", inputs=2, layers=[Dense(8, "tanh"), Dense(1, "sigmoid")], loss="bce",
     ...       optimizer={"name": "sgd", "lr": 0.1}).summary()
     '2 -> 8 tanh -> 1 sigmoid; loss bce; sgd(lr=0.1)'
     """
-    return make_model(name, inputs, layers, loss, optimizer, description=description)
+    return make_model(name, inputs, layers, loss, optimizer, description=description, schedule=schedule,
+                      clip=clip, regularization=regularization)
 
 
 # --------------------------------------------------------------------------- TOML
@@ -265,7 +371,9 @@ def parse_catalogue(text: str, source: str) -> dict[str, ModelSpec]:
                 raise SpecError(f"model {name!r}: missing key {key!r}", where)
         models[name] = make_model(name, body["inputs"], body["layers"], body["loss"],
                                   body.get("optimizer", "sgd"), source=source,
-                                  description=body.get("description", ""), where=where)
+                                  description=body.get("description", ""), where=where,
+                                  schedule=body.get("schedule"), clip=body.get("clip"),
+                                  regularization=body.get("regularization"))
     return models
 
 

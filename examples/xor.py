@@ -13,11 +13,12 @@ X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
 Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
 
 params = xor.init_params(seed=1)
+state = xor.init_state(params)
 print(f"model: {xor.__doc__.splitlines()[0]}")
 print(f"initial loss {xor.loss(params, X, Y):.4f}")
 start = time.perf_counter()
 for epoch in range(1, 3001):
-    value = xor.step(params, X, Y, lr=0.5)  # full-batch gradient descent, in place
+    value = xor.step(params, state, X, Y, lr=0.5)  # full-batch gradient descent, in place
     if epoch % 1000 == 0:
         print(f"epoch {epoch:5d}  loss {value:.5f}")
 took = time.perf_counter() - start

@@ -13,7 +13,7 @@ Equations, as computed (`derive show logistic` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=logistic template=module.py.j2 spec-hash=512f4e13e6abe27e
+# derive: spec=derive.toml model=logistic template=module.py.j2 spec-hash=c26597d509e78da0
 
 import math
 
@@ -24,10 +24,15 @@ SPEC = {'name': 'logistic',
  'inputs': 2,
  'layers': [[1, 'sigmoid']],
  'loss': 'bce',
- 'optimizer': {'name': 'sgd', 'lr': 0.5}}
-SPEC_HASH = "512f4e13e6abe27e"
+ 'optimizer': {'name': 'sgd', 'lr': 0.5},
+ 'schedule': {'name': 'constant', 'per': 'epoch'},
+ 'clip': {},
+ 'regularization': {}}
+SPEC_HASH = "c26597d509e78da0"
 PARAM_NAMES = ('W1', 'b1')
 HYPER = {'lr': 0.5}
+STATE_NAMES = ()
+SCALAR_STATE = ()
 INIT = (('xavier_uniform', 1.0),)
 
 _JIT = {"cache": True, "error_model": "numpy", "nogil": True}
@@ -81,29 +86,32 @@ def _backward(X, Y, W1, b1, Z1, A1, D1, gW1, gb1):
 
 
 @numba.njit(**_JIT)
-def _update_one(P, G, lr):
+def _update_one(P, G, t, epoch, clip_coef, lr):
     # update.theta: theta <- -g*lr + theta
+    _h0 = -lr
     p = P.reshape(-1)
     gr = G.reshape(-1)
     for k in range(p.size):
         theta = p[k]
         g = gr[k]
-        theta = -g*lr + theta
+        # update.theta: theta <- -g*lr + theta
+        theta = _h0*g + theta
         p[k] = theta
 
 
 @numba.njit(**_JIT)
-def _update(W1, b1, gW1, gb1, lr):
-    _update_one(W1, gW1, lr)
-    _update_one(b1, gb1, lr)
+def _update(W1, b1, gW1, gb1, t, epoch, lr):
+    clip_coef = 1.0
+    _update_one(W1, gW1, t, epoch, clip_coef, lr)
+    _update_one(b1, gb1, t, epoch, clip_coef, lr)
 
 
 @numba.njit(**_JIT)
-def _step(X, Y, W1, b1, Z1, A1, D1, gW1, gb1, lr):
+def _step(X, Y, W1, b1, Z1, A1, D1, gW1, gb1, t, epoch, lr):
     _forward(X, W1, b1, Z1, A1)
     value = _loss(Z1, A1, Y)
     _backward(X, Y, W1, b1, Z1, A1, D1, gW1, gb1)
-    _update(W1, b1, gW1, gb1, lr)
+    _update(W1, b1, gW1, gb1, t, epoch, lr)
     return value
 
 
@@ -184,16 +192,17 @@ def _workspace(arrays, n):
 
 
 def _hyper(hyper):
+    """(values in HYPER order, dict) with defaults filled in; every value checked."""
     unknown = sorted(set(hyper) - set(HYPER))
     if unknown:
-        _fail(f"unknown hyperparameter {unknown[0]!r}; this optimizer takes {sorted(HYPER)}")
+        _fail(f"unknown hyperparameter {unknown[0]!r}; this module takes {sorted(HYPER)}")
     values = {**HYPER, **hyper}
     for k, v in values.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             _fail(f"hyperparameter {k} must be a finite number, got {v!r}")
     if not (values['lr'] > 0.0):
         _fail(f"hyperparameter lr must lie in (0, inf), got {values['lr']!r}")
-    return [float(values[k]) for k in HYPER]
+    return [float(values[k]) for k in HYPER], values
 
 
 def init_params(seed=0, dtype=np.float64):
@@ -213,6 +222,34 @@ def init_params(seed=0, dtype=np.float64):
     return params
 
 
+def init_state(params, **hyper):
+    """Optimizer state for params: step counter t (0 before the first step), epoch counter, and
+    () per parameter (keys '<state>_<param>')."""
+    arrays = _params(params)
+    _, values = _hyper(hyper)
+    state = {"t": 0, "epoch": 0}
+    return state
+
+
+def _state(state, arrays):
+    if not isinstance(state, dict) or "t" not in state or "epoch" not in state:
+        _fail("state must be the dict returned by init_state(params)")
+    for sname in STATE_NAMES:
+        for pname, arr in zip(PARAM_NAMES, arrays):
+            key = f"{sname}_{pname}"
+            s = state.get(key)
+            if not isinstance(s, np.ndarray) or s.shape != arr.shape or s.dtype != arr.dtype:
+                _fail(f"state[{key!r}] must be an array like params[{pname!r}] ({arr.dtype}, {arr.shape}); "
+                      "call init_state(params) again after changing the parameters")
+            if not s.flags.c_contiguous or not s.flags.writeable:
+                _fail(f"state[{key!r}] must be a writeable C-contiguous array")
+    for sname in SCALAR_STATE:
+        s = state.get(sname)
+        if not isinstance(s, np.ndarray) or s.shape != (1,) or s.dtype != np.float64:
+            _fail(f"state[{sname!r}] must be a float64 array of shape (1,), as init_state makes it")
+    return state
+
+
 def forward(params, X):
     """The network's output A_L for inputs X (n_samples, n_inputs)."""
     arrays, X, _ = _inputs(params, X)
@@ -221,17 +258,20 @@ def forward(params, X):
     return As[-1]
 
 
-def loss(params, X, Y):
+def loss(params, X, Y, **hyper):
     """The mean bce loss over all elements of Y."""
     arrays, X, Y = _inputs(params, X, Y)
+    hv, hd = _hyper(hyper)
     Zs, As, _ = _workspace(arrays, X.shape[0])
     _forward(X, arrays[0], arrays[1], Zs[0], As[0])
-    return float(_loss(Zs[-1], As[-1], Y))
+    value = float(_loss(Zs[-1], As[-1], Y))
+    return value
 
 
-def gradients(params, X, Y):
+def gradients(params, X, Y, **hyper):
     """dL/dθ for every parameter, as a dict with the keys of params."""
     arrays, X, Y = _inputs(params, X, Y)
+    hv, hd = _hyper(hyper)
     Zs, As, Ds = _workspace(arrays, X.shape[0])
     grads = [np.empty_like(p) for p in arrays]
     _forward(X, arrays[0], arrays[1], Zs[0], As[0])
@@ -239,13 +279,19 @@ def gradients(params, X, Y):
     return dict(zip(PARAM_NAMES, grads))
 
 
-def step(params, X, Y, **hyper):
-    """One in-place sgd update on the batch (X, Y); returns the loss before it.
+def step(params, state, X, Y, **hyper):
+    """One in-place sgd update of params and state on the batch (X, Y); returns
+    the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
 
     Hyperparameters default to HYPER (lr=0.5).
     """
-    hv = _hyper(hyper)
+    hv, hd = _hyper(hyper)
     arrays, X, Y = _inputs(params, X, Y, writeable=True)
+    state = _state(state, arrays)
+    t = int(state["t"]) + 1
+    epoch = int(state["epoch"])
     Zs, As, Ds = _workspace(arrays, X.shape[0])
     grads = [np.empty_like(p) for p in arrays]
-    return float(_step(X, Y, arrays[0], arrays[1], Zs[0], As[0], Ds[0], grads[0], grads[1], *hv))
+    value = float(_step(X, Y, arrays[0], arrays[1], Zs[0], As[0], Ds[0], grads[0], grads[1], t, epoch, *hv))
+    state["t"] = t
+    return value

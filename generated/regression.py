@@ -25,7 +25,7 @@ Equations, as computed (`derive show regression` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=regression template=module.py.j2 spec-hash=b5b961a4906771d7
+# derive: spec=derive.toml model=regression template=module.py.j2 spec-hash=4d545c83d67b4f5d
 
 import math
 
@@ -36,10 +36,15 @@ SPEC = {'name': 'regression',
  'inputs': 8,
  'layers': [[16, 'relu'], [16, 'tanh'], [1, 'identity']],
  'loss': 'mse',
- 'optimizer': {'name': 'sgd', 'lr': 0.01}}
-SPEC_HASH = "b5b961a4906771d7"
+ 'optimizer': {'name': 'sgd', 'lr': 0.01},
+ 'schedule': {'name': 'constant', 'per': 'epoch'},
+ 'clip': {},
+ 'regularization': {}}
+SPEC_HASH = "4d545c83d67b4f5d"
 PARAM_NAMES = ('W1', 'b1', 'W2', 'b2', 'W3', 'b3')
 HYPER = {'lr': 0.01}
+STATE_NAMES = ()
+SCALAR_STATE = ()
 INIT = (('he_uniform', 1.414213562373095), ('xavier_uniform', 1.666666666666667), ('xavier_uniform', 1.0))
 
 _JIT = {"cache": True, "error_model": "numpy", "nogil": True}
@@ -143,33 +148,36 @@ def _backward(X, Y, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3, D1, D2, D3, 
 
 
 @numba.njit(**_JIT)
-def _update_one(P, G, lr):
+def _update_one(P, G, t, epoch, clip_coef, lr):
     # update.theta: theta <- -g*lr + theta
+    _h0 = -lr
     p = P.reshape(-1)
     gr = G.reshape(-1)
     for k in range(p.size):
         theta = p[k]
         g = gr[k]
-        theta = -g*lr + theta
+        # update.theta: theta <- -g*lr + theta
+        theta = _h0*g + theta
         p[k] = theta
 
 
 @numba.njit(**_JIT)
-def _update(W1, b1, W2, b2, W3, b3, gW1, gb1, gW2, gb2, gW3, gb3, lr):
-    _update_one(W1, gW1, lr)
-    _update_one(b1, gb1, lr)
-    _update_one(W2, gW2, lr)
-    _update_one(b2, gb2, lr)
-    _update_one(W3, gW3, lr)
-    _update_one(b3, gb3, lr)
+def _update(W1, b1, W2, b2, W3, b3, gW1, gb1, gW2, gb2, gW3, gb3, t, epoch, lr):
+    clip_coef = 1.0
+    _update_one(W1, gW1, t, epoch, clip_coef, lr)
+    _update_one(b1, gb1, t, epoch, clip_coef, lr)
+    _update_one(W2, gW2, t, epoch, clip_coef, lr)
+    _update_one(b2, gb2, t, epoch, clip_coef, lr)
+    _update_one(W3, gW3, t, epoch, clip_coef, lr)
+    _update_one(b3, gb3, t, epoch, clip_coef, lr)
 
 
 @numba.njit(**_JIT)
-def _step(X, Y, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3, D1, D2, D3, gW1, gb1, gW2, gb2, gW3, gb3, lr):
+def _step(X, Y, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3, D1, D2, D3, gW1, gb1, gW2, gb2, gW3, gb3, t, epoch, lr):
     _forward(X, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3)
     value = _loss(Z3, A3, Y)
     _backward(X, Y, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3, D1, D2, D3, gW1, gb1, gW2, gb2, gW3, gb3)
-    _update(W1, b1, W2, b2, W3, b3, gW1, gb1, gW2, gb2, gW3, gb3, lr)
+    _update(W1, b1, W2, b2, W3, b3, gW1, gb1, gW2, gb2, gW3, gb3, t, epoch, lr)
     return value
 
 
@@ -250,16 +258,17 @@ def _workspace(arrays, n):
 
 
 def _hyper(hyper):
+    """(values in HYPER order, dict) with defaults filled in; every value checked."""
     unknown = sorted(set(hyper) - set(HYPER))
     if unknown:
-        _fail(f"unknown hyperparameter {unknown[0]!r}; this optimizer takes {sorted(HYPER)}")
+        _fail(f"unknown hyperparameter {unknown[0]!r}; this module takes {sorted(HYPER)}")
     values = {**HYPER, **hyper}
     for k, v in values.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             _fail(f"hyperparameter {k} must be a finite number, got {v!r}")
     if not (values['lr'] > 0.0):
         _fail(f"hyperparameter lr must lie in (0, inf), got {values['lr']!r}")
-    return [float(values[k]) for k in HYPER]
+    return [float(values[k]) for k in HYPER], values
 
 
 def init_params(seed=0, dtype=np.float64):
@@ -279,6 +288,34 @@ def init_params(seed=0, dtype=np.float64):
     return params
 
 
+def init_state(params, **hyper):
+    """Optimizer state for params: step counter t (0 before the first step), epoch counter, and
+    () per parameter (keys '<state>_<param>')."""
+    arrays = _params(params)
+    _, values = _hyper(hyper)
+    state = {"t": 0, "epoch": 0}
+    return state
+
+
+def _state(state, arrays):
+    if not isinstance(state, dict) or "t" not in state or "epoch" not in state:
+        _fail("state must be the dict returned by init_state(params)")
+    for sname in STATE_NAMES:
+        for pname, arr in zip(PARAM_NAMES, arrays):
+            key = f"{sname}_{pname}"
+            s = state.get(key)
+            if not isinstance(s, np.ndarray) or s.shape != arr.shape or s.dtype != arr.dtype:
+                _fail(f"state[{key!r}] must be an array like params[{pname!r}] ({arr.dtype}, {arr.shape}); "
+                      "call init_state(params) again after changing the parameters")
+            if not s.flags.c_contiguous or not s.flags.writeable:
+                _fail(f"state[{key!r}] must be a writeable C-contiguous array")
+    for sname in SCALAR_STATE:
+        s = state.get(sname)
+        if not isinstance(s, np.ndarray) or s.shape != (1,) or s.dtype != np.float64:
+            _fail(f"state[{sname!r}] must be a float64 array of shape (1,), as init_state makes it")
+    return state
+
+
 def forward(params, X):
     """The network's output A_L for inputs X (n_samples, n_inputs)."""
     arrays, X, _ = _inputs(params, X)
@@ -287,17 +324,20 @@ def forward(params, X):
     return As[-1]
 
 
-def loss(params, X, Y):
+def loss(params, X, Y, **hyper):
     """The mean mse loss over all elements of Y."""
     arrays, X, Y = _inputs(params, X, Y)
+    hv, hd = _hyper(hyper)
     Zs, As, _ = _workspace(arrays, X.shape[0])
     _forward(X, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2])
-    return float(_loss(Zs[-1], As[-1], Y))
+    value = float(_loss(Zs[-1], As[-1], Y))
+    return value
 
 
-def gradients(params, X, Y):
+def gradients(params, X, Y, **hyper):
     """dL/dθ for every parameter, as a dict with the keys of params."""
     arrays, X, Y = _inputs(params, X, Y)
+    hv, hd = _hyper(hyper)
     Zs, As, Ds = _workspace(arrays, X.shape[0])
     grads = [np.empty_like(p) for p in arrays]
     _forward(X, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2])
@@ -305,13 +345,19 @@ def gradients(params, X, Y):
     return dict(zip(PARAM_NAMES, grads))
 
 
-def step(params, X, Y, **hyper):
-    """One in-place sgd update on the batch (X, Y); returns the loss before it.
+def step(params, state, X, Y, **hyper):
+    """One in-place sgd update of params and state on the batch (X, Y); returns
+    the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
 
     Hyperparameters default to HYPER (lr=0.01).
     """
-    hv = _hyper(hyper)
+    hv, hd = _hyper(hyper)
     arrays, X, Y = _inputs(params, X, Y, writeable=True)
+    state = _state(state, arrays)
+    t = int(state["t"]) + 1
+    epoch = int(state["epoch"])
     Zs, As, Ds = _workspace(arrays, X.shape[0])
     grads = [np.empty_like(p) for p in arrays]
-    return float(_step(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Ds[0], Ds[1], Ds[2], grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], *hv))
+    value = float(_step(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Ds[0], Ds[1], Ds[2], grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], t, epoch, *hv))
+    state["t"] = t
+    return value

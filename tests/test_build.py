@@ -207,8 +207,8 @@ def test_python_api_builds_an_importable_package(tmp_path):
     derive.build_models([model], tmp_path / "mypkg")
     code = ("import numpy as np, mypkg.api_net as m\n"
             "X = np.array([[0., 0], [0, 1], [1, 0], [1, 1]]); Y = np.array([[0.], [0], [0], [1]])\n"
-            "p = m.init_params(seed=0)\n"
-            "for _ in range(500): m.step(p, X, Y)\n"
+            "p = m.init_params(seed=0); s = m.init_state(p)\n"
+            "for _ in range(500): m.step(p, s, X, Y)\n"
             "assert m.loss(p, X, Y) < 0.2, m.loss(p, X, Y); print(m.SPEC['layers'])\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

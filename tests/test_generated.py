@@ -54,7 +54,7 @@ def test_step_is_sgd_and_returns_loss_before(generated):
     params, X, Y = random_problem(module)
     before = {k: v.copy() for k, v in params.items()}
     grads = module.gradients(params, X, Y)
-    value = module.step(params, X, Y, lr=0.3)
+    value = module.step(params, module.init_state(params), X, Y, lr=0.3)
     assert value == pytest.approx(module.loss(before, X, Y), rel=1e-14)
     for k in params:
         np.testing.assert_allclose(params[k], before[k] - 0.3 * grads[k], rtol=1e-14)
@@ -75,9 +75,11 @@ def test_xor_is_learned(generated):
     X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
     Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
     params = module.init_params(seed=1)
+    state = module.init_state(params)
     first = module.loss(params, X, Y)
     for _ in range(3000):
-        module.step(params, X, Y, lr=0.5)
+        module.step(params, state, X, Y, lr=0.5)
+    assert state["t"] == 3000
     assert module.loss(params, X, Y) < 0.05 < first
     np.testing.assert_array_equal(module.forward(params, X) > 0.5, Y > 0.5)
 
@@ -89,8 +91,9 @@ def test_linear_regression_recovers_weights(generated):
     w, b = np.array([[1.5], [-2.0], [0.5]]), 0.25
     Y = X @ w + b
     params = module.init_params()
+    state = module.init_state(params)
     for _ in range(500):
-        module.step(params, X, Y)
+        module.step(params, state, X, Y)
     np.testing.assert_allclose(params["W1"], w, atol=1e-6)
     np.testing.assert_allclose(params["b1"], [b], atol=1e-6)
 
@@ -149,7 +152,7 @@ def test_bad_hyperparameters_are_refused(generated):
     for hyper, message in (({"lr": -1.0}, "lr must lie in (0, inf)"), ({"lr": float("nan")}, "finite"),
                            ({"momentum": 0.9}, "unknown hyperparameter 'momentum'")):
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            module.step(params, X, Y, **hyper)
+            module.step(params, module.init_state(params), X, Y, **hyper)
     assert all(np.array_equal(params[k], before[k]) for k in params)  # nothing was touched
 
 
@@ -158,7 +161,7 @@ def test_read_only_params_are_refused_by_step(generated):
     params, X, Y = random_problem(module)
     params["W1"].setflags(write=False)
     with pytest.raises(ValueError, match="read-only"):
-        module.step(params, X, Y)
+        module.step(params, module.init_state(params), X, Y)
 
 
 def test_generated_module_runs_without_jit_and_without_derive(tmp_path):
@@ -170,7 +173,7 @@ def test_generated_module_runs_without_jit_and_without_derive(tmp_path):
     code = (
         "import numpy as np, xor_copy as m\n"
         "p = m.init_params(seed=0); X = np.random.default_rng(0).normal(size=(4, 2)); Y = np.ones((4, 1))\n"
-        "g = m.gradients(p, X, Y); v = m.step(p, X, Y)\n"
+        "g = m.gradients(p, X, Y); v = m.step(p, m.init_state(p), X, Y)\n"
         "assert np.isfinite(v) and set(g) == set(m.PARAM_NAMES)\n"
         "import numba; assert numba.config.DISABLE_JIT\n"
         "print('ok', v)\n"

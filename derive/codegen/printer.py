@@ -73,6 +73,10 @@ class KernelPrinter(PythonCodePrinter):
             out = f"{name}({out}, {arg})"
         return out
 
+    def _print_sign(self, expr):
+        x = self._print(expr.args[0])
+        return f"(1.0 if {x} > 0.0 else (-1.0 if {x} < 0.0 else 0.0))"
+
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
 

@@ -80,9 +80,36 @@ class _Emitter:
         return [f"{s.name} = {src}" for s, src in table.items() if s in free and s.name not in skip]
 
 
-def _hyper_checks(rule: optimizers.OptimizerRule) -> list[str]:
+def hoist(exprs: list[sp.Expr], element: set[sp.Symbol]) -> tuple[list[sp.Expr], dict[sp.Expr, sp.Symbol]]:
+    """Replace every maximal sub-expression free of per-element symbols by a temporary ``_h<i>``
+    (computed once per call, outside the element loop): bias corrections, scheduled rates."""
+    table: dict[sp.Expr, sp.Symbol] = {}
+
+    def temp(e: sp.Expr) -> sp.Symbol:
+        if e not in table:
+            table[e] = sp.Symbol(f"_h{len(table)}", real=True)
+        return table[e]
+
+    def visit(e):
+        if e.is_Atom or isinstance(e, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
+            return e
+        if not (e.free_symbols & element):
+            return temp(e)
+        if isinstance(e, (sp.Add, sp.Mul)):
+            scalar = [x for x in e.args if not (x.free_symbols & element)]
+            rest = [x for x in e.args if x.free_symbols & element]
+            if len(scalar) >= 2 or (len(scalar) == 1 and not scalar[0].is_Atom):
+                return e.func(temp(e.func(*scalar)), *[visit(x) for x in rest])
+        if isinstance(e, sp.Piecewise):
+            return sp.Piecewise(*[(visit(x), c) for x, c in e.args])
+        return e.func(*[visit(x) for x in e.args])
+
+    return [visit(e) for e in exprs], table
+
+
+def _hyper_checks(hyper: dict) -> list[str]:
     checks = []
-    for k, h in rule.hyper.items():
+    for k, h in hyper.items():
         conds = []
         if h.low != float("-inf"):
             conds.append(f"values[{k!r}] {'>' if h.low_open else '>='} {h.low!r}")
@@ -99,28 +126,35 @@ def render_module(d: Derivation) -> str:
     model = d.model
     L = model.depth
     em = _Emitter(d)
-    rule = d.optimizer
+    rule_eqs = d.optimizer_equations
 
     P = list(model.param_names())
     G = [f"g{p}" for p in P]
     ZA = [x for l in range(1, L + 1) for x in (f"Z{l}", f"A{l}")]
     D = [f"D{l}" for l in range(1, L + 1)]
-    H = list(rule.hyper)
+    H = list(model.hyper())
+    ST = [f"{sname}_{p}" for sname in rule_eqs.state for p in P]
+    SC = [f"{n}_state" for n in rule_eqs.scalar_state]
     args = {
         "forward": ["X", *P, *ZA],
         "backward": ["X", "Y", *P, *ZA, *D, *G],
-        "update": [*P, *G, *H],
-        "step": ["X", "Y", *P, *ZA, *D, *G, *H],
+        "update": [*P, *G, *ST, *SC, "t", "epoch", *H],
+        "step": ["X", "Y", *P, *ZA, *D, *G, *ST, *SC, "t", "epoch", *H],
     }
     py = {"X": "X", "Y": "Y"}
     py.update({p: f"arrays[{i}]" for i, p in enumerate(P)})
     py.update({gp: f"grads[{i}]" for i, gp in enumerate(G)})
+    py.update({name: f"state[{name!r}]" for name in ST})
+    py.update({f"{n}_state": f"state[{n!r}]" for n in rule_eqs.scalar_state})
+    py.update({"t": "t", "epoch": "epoch"})
     for l in range(1, L + 1):
         py.update({f"Z{l}": f"Zs[{l - 1}]", f"A{l}": f"As[{l - 1}]", f"D{l}": f"Ds[{l - 1}]"})
 
     def call(kind: str) -> str:
         names = [py[n] for n in args[kind] if n not in H]
         return ", ".join(names + (["*hv"] if kind in ("update", "step") and H else []))
+
+    reg_call = "".join(f", hd[{k!r}]" for k, _ in model.regularization if k in ("l1", "l2"))
 
     layers = []
     for l in range(1, L + 1):
@@ -156,9 +190,7 @@ def render_module(d: Derivation) -> str:
     scale, core = out_delta.rhs.as_independent(*element_syms, as_Add=False)
     loss_el = d.eq("loss.element")
 
-    update_lines = []
-    for target, rhs in rule.updates:
-        update_lines += em.lines(target, rhs)
+    upd = update_context(d, em)
 
     spec = model.to_dict()
     init = [default_init(layer.activation, layer.param_dict) for layer in model.layers]
@@ -170,9 +202,9 @@ def render_module(d: Derivation) -> str:
         "spec_repr": pprint.pformat(spec, sort_dicts=False, width=96),
         "param_names_repr": repr(tuple(P)),
         "param_names": P,
-        "hyper_repr": repr(model.optimizer.hyper_dict),
-        "hyper_doc": ", ".join(f"{k}={v!r}" for k, v in model.optimizer.hyper),
-        "hyper_checks": _hyper_checks(rule),
+        "hyper_repr": repr(model.hyper()),
+        "hyper_doc": ", ".join(f"{k}={v!r}" for k, v in model.hyper().items()),
+        "hyper_checks": _hyper_checks(_all_hyper(model)),
         "init_repr": repr(tuple((s, round(gain, 15)) for s, gain in init)),
         "equation_lines": [describe(e) for e in d.equations],
         "L": L,
@@ -185,8 +217,15 @@ def render_module(d: Derivation) -> str:
         "delta_scale": em.printer.doprint(scale),
         "delta_loads": em.loads(core, L),
         "delta_lines": em.lines(f"delta_{L}", core),
-        "update_eqs": "; ".join(describe(e) for e in d.section("update")),
-        "update_lines": update_lines,
+        **upd,
+        "state_names_repr": repr(tuple(rule_eqs.state)),
+        "scalar_state_repr": repr(tuple(rule_eqs.scalar_state)),
+        "state_inits": [(n, em.printer.doprint(v)) for n, v in rule_eqs.state.items()],
+        "init_hyper": sorted({s.name for v in [*rule_eqs.state.values(), *rule_eqs.scalar_state.values()]
+                              for s in v.free_symbols}),
+        "scalar_inits": [(n, em.printer.doprint(v)) for n, v in rule_eqs.scalar_state.items()],
+        "state_names": list(rule_eqs.state),
+        "scalar_names": list(rule_eqs.scalar_state),
         "hyper_args": "".join(f", {h}" for h in H),
         "forward_args": ", ".join(args["forward"]),
         "backward_args": ", ".join(args["backward"]),
@@ -195,9 +234,55 @@ def render_module(d: Derivation) -> str:
         "forward_call": call("forward"),
         "backward_call": call("backward"),
         "step_call": call("step"),
+        "reg_call": reg_call,
     }
     return _environment().get_template(MODULE_TEMPLATE).render(**context)
 
+
+def _all_hyper(model: ModelSpec) -> dict:
+    """Hyper objects (for range checks) of every kernel hyperparameter of the model."""
+    from ..blocks import schedules
+    from ..spec import NONNEG, POSITIVE
+
+    out = dict(optimizers.REGISTRY[model.optimizer.name].equations(dict(model.optimizer.options)).hyper)
+    out.update(schedules.REGISTRY[model.schedule.name].hyper)
+    out.update({k: NONNEG for k, _ in model.regularization})
+    out.update({f"clip_{k}": POSITIVE for k, _ in model.clip})
+    return out
+
+
+def update_context(d: Derivation, em: _Emitter) -> dict:
+    """Template pieces of the penalty, regularize and update kernels, from the update equations."""
+    model = d.model
+    rule_eqs = d.optimizer_equations
+    reg = [k for k, _ in model.regularization if k in ("l1", "l2")]
+    ctx: dict = {"penalty": bool(reg), "reg_args": "".join(f", {k}" for k in reg),
+                 "clip_norm": "norm" in dict(model.clip), "clip_value_line": None}
+    if reg:
+        ctx["penalty_lines"] = em.lines("r", d.eq("loss.penalty").rhs)
+        ctx["regularize_lines"] = em.lines("g", d.eq("grad.penalty").rhs)
+        ctx["penalty_eq"] = describe(d.eq("loss.penalty"))
+        ctx["regularize_eq"] = describe(d.eq("grad.penalty"))
+    updates = [e for e in d.section("update") if e.kind == "update"]
+    element = {optimizers.theta, optimizers.g} | {optimizers.S(n) for n, _ in rule_eqs.updates}
+    element |= {optimizers.S(n) for n in rule_eqs.state}
+    exprs, table = hoist([e.rhs for e in updates], element)
+    scalars = [e for e in d.section("update") if e.kind == "scalar"]
+    ctx["scalar_lines"] = [line for e in scalars for line in em.lines(e.lhs.name, e.rhs)]
+    ctx["hoisted_lines"] = [f"{sym.name} = {em.printer.doprint(expr)}" for expr, sym in table.items()]
+    lines = []
+    for e, rhs in zip(updates, exprs):
+        lines.append(f"# {describe(e)}")
+        lines += em.lines(e.lhs.name, rhs)
+    ctx["update_lines"] = lines
+    if "value" in dict(model.clip):
+        ctx["clip_value_line"] = em.lines("g", d.eq("update.clip_value").rhs)[-1]
+    if ctx["clip_norm"]:
+        ctx["clip_coef_line"] = em.lines("clip_coef", d.eq("update.clip_coef").rhs)[-1]
+    ctx["scalar_state_lines"] = [(e.lhs.name, em.lines(e.lhs.name, e.rhs)) for e in d.section("update")
+                                 if e.kind == "scalar_state"]
+    ctx["update_eqs"] = [describe(e) for e in d.section("update")]
+    return ctx
 
 def render_package_init(models: list[ModelSpec], source: str) -> str:
     """``__init__.py`` of the output package: a docstring and the sorted model names."""
