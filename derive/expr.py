@@ -31,8 +31,18 @@ Grammar (Python syntax, nothing more)::
   ``log1p(x)`` -> ``log(1 + x)``; ``abs``, ``max``, ``min`` and ``where`` become
   :class:`sympy.Piecewise` (the differentiator and printers handle Piecewise, not
   Abs/Max/Min/Heaviside).
+  Piecewise conditions never contain a Piecewise: one inside a condition (as in
+  ``max(u, abs(g))``) is lifted out as ``ITE(c, ..., ...)``, so conditions are
+  Relationals combined with And/Or/Not/ITE.  (SymPy would otherwise solve the
+  inequalities with ``as_set``, which can run for hours; callers should not
+  ``subs`` a Piecewise into a condition either.)
 * Comparisons, ``and``, ``or`` and ``not`` are allowed only in the condition of
-  ``where``.  A power's exponent, when it is a number, must satisfy ``|p| <= 100``.
+  ``where``; ``0 < z < 1`` means ``And(0 < z, z < 1)``.
+* Bounds: text <= MAX_LENGTH characters, syntax tree <= MAX_DEPTH deep and
+  <= MAX_NODES nodes (checked before any SymPy object is built); a numeric
+  exponent ``|p| <= 100``; no number above MAX_BITS bits; the built expression
+  <= MAX_EXPR_SIZE nodes and <= MAX_EXPR_DEPTH deep; undefined, infinite or
+  complex constants (``1/0``, ``log(0)``, ``sqrt(-1)``) are rejected.
 """
 
 from __future__ import annotations
@@ -56,8 +66,9 @@ MAX_NODES = 500  # syntax-tree nodes (operators and contexts not counted)
 MAX_EXPONENT = 100  # largest |exponent| when the exponent is a number
 MAX_LITERAL = 1e300  # largest |numeric literal|
 MAX_BITS = 4096  # largest numerator/denominator of any number built
-MAX_EXPR_SIZE = 20_000  # nodes of the built SymPy expression, counted as a tree
-MAX_CASES = 200  # branches explored when lifting abs/max/min/where out of conditions
+MAX_EXPR_SIZE = 5000  # nodes of the built SymPy expression, counted as a tree
+MAX_EXPR_DEPTH = 64  # nesting of the built SymPy expression (sympy.diff recurses ~8 frames a level)
+MAX_CASES = 64  # branches explored when lifting abs/max/min/where out of conditions
 
 
 _ONE = sympy.Integer(1)
@@ -85,12 +96,12 @@ FUNCTIONS: tuple[str, ...] = tuple(sorted([*_BUILDERS, *_BRANCHES, "where"]))
 _ARITY = {name: n for name, (n, _) in [*_BUILDERS.items(), *_BRANCHES.items()]} | {"where": 3}
 _CONSTANTS: dict[str, sympy.Expr] = {"pi": sympy.pi, "e": sympy.E}
 
-_BINARY: dict[type, tuple[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]]] = {
-    ast.Add: ("+", lambda a, b: sympy.Add(a, b)),
-    ast.Sub: ("-", lambda a, b: sympy.Add(a, sympy.Mul(-1, b))),
-    ast.Mult: ("*", lambda a, b: sympy.Mul(a, b)),
-    ast.Div: ("/", lambda a, b: sympy.Mul(a, sympy.Pow(b, -1))),
-    ast.Pow: ("**", lambda a, b: sympy.Pow(a, b)),
+_BINARY: dict[type, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]] = {
+    ast.Add: lambda a, b: sympy.Add(a, b),
+    ast.Sub: lambda a, b: sympy.Add(a, sympy.Mul(-1, b)),
+    ast.Mult: lambda a, b: sympy.Mul(a, b),
+    ast.Div: lambda a, b: sympy.Mul(a, sympy.Pow(b, -1)),
+    ast.Pow: lambda a, b: sympy.Pow(a, b),
 }
 _COMPARE: dict[type, tuple[str, Callable[[sympy.Expr, sympy.Expr], sympy.Basic]]] = {
     ast.Lt: ("<", sympy.Lt),
@@ -117,7 +128,8 @@ _LABELS = {
 }
 _IGNORED = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 _UNDEFINED = frozenset({sympy.nan, sympy.zoo, sympy.oo, -sympy.oo, sympy.I})
-_SYMPY_ERRORS = (TypeError, ValueError, ArithmeticError, AttributeError, RecursionError)
+_SYMPY_ERRORS = (TypeError, ValueError, ArithmeticError, AttributeError, RecursionError,
+                 NotImplementedError)
 _ALLOWED_KEYWORDS = {"and", "or", "not"}
 
 
@@ -187,7 +199,7 @@ class _Builder:
     def __init__(self, body: str, lead: int, variables: Mapping[str, sympy.Symbol], where: str):
         self.body, self.lead, self.variables, self.where = body, lead, variables, where
         self.encoded = body.encode("utf-8")
-        self.sizes: dict[sympy.Basic, int] = {}
+        self.measures: dict[sympy.Basic, tuple[int, int]] = {}
         self.cases = 0
 
     def fail(self, node: ast.AST, what: str, after: str = "") -> SpecError:
@@ -208,22 +220,32 @@ class _Builder:
             raise self.fail(node, f"cannot build {self.quote(node)} ({exc})") from None
         if not isinstance(value, sympy.Expr):
             raise self.fail(node, f"{self.quote(node)} is not a numeric expression")
-        if self._size(node, value) > MAX_EXPR_SIZE:
+        size, depth = self._measure(node, value)
+        if size > MAX_EXPR_SIZE:
             raise self.fail(node, f"{self.quote(node)} expands to more than {MAX_EXPR_SIZE} terms")
+        if depth > MAX_EXPR_DEPTH:
+            what = f"{self.quote(node)} is nested too deeply once expanded"
+            raise self.fail(node, what, f" (more than {MAX_EXPR_DEPTH} levels)")
         return value
 
-    def _size(self, node: ast.expr, value: sympy.Basic) -> int:
-        """Tree size of ``value``, walking each distinct subexpression once; checks numbers."""
-        known = self.sizes.get(value)
+    def _measure(self, node: ast.expr, value: sympy.Basic) -> tuple[int, int]:
+        """Tree size and depth of ``value``, visiting each distinct subexpression once.
+
+        Also rejects undefined, infinite or complex constants and oversized numbers.
+        """
+        known = self.measures.get(value)
         if known is not None:
             return known
         if value in _UNDEFINED:
             raise self.fail(node, f"{self.quote(node)} is undefined, infinite or complex ({value})")
+        if value.is_Pow and value.base.is_number and value.base.is_negative and value.exp.is_integer is False:
+            raise self.fail(node, f"{self.quote(node)} is complex ({value})")
         if isinstance(value, sympy.Rational) and _bits(value) > MAX_BITS:
             raise self.fail(node, f"{self.quote(node)} produces a number that is too large")
-        size = 1 + sum(self._size(node, arg) for arg in value.args)
-        self.sizes[value] = size
-        return size
+        parts = [self._measure(node, arg) for arg in value.args]
+        known = 1 + sum(size for size, _ in parts), 1 + max((depth for _, depth in parts), default=0)
+        self.measures[value] = known
+        return known
 
     def _expr(self, node: ast.expr) -> sympy.Expr:
         if isinstance(node, ast.Constant):
@@ -237,7 +259,7 @@ class _Builder:
             left, right = self.expr(node.left), self.expr(node.right)
             if isinstance(node.op, ast.Pow):
                 self._check_power(node, left, right)
-            return _BINARY[type(node.op)][1](left, right)
+            return _BINARY[type(node.op)](left, right)
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
                 return sympy.Mul(-1, self.expr(node.operand))
@@ -287,7 +309,8 @@ class _Builder:
     def _call(self, node: ast.Call) -> sympy.Expr:
         # a parenthesized name, as in '(f)(x)', starts after the call does
         if not isinstance(node.func, ast.Name) or node.func.col_offset != node.col_offset:
-            what = f"calling {self.quote(node.func)} is not allowed; only named functions can be called"
+            callee = f"({node.func.id})" if isinstance(node.func, ast.Name) else self.quote(node.func)[1:-1]
+            what = f"calling {callee!r} is not allowed; only named functions can be called"
             raise self.fail(node, what)
         name = node.func.id
         if name not in _ARITY:
@@ -317,6 +340,8 @@ class _Builder:
         return _BUILDERS[name][1](*args)
 
     def piecewise(self, node: ast.expr, a: sympy.Expr, cond: sympy.Basic, b: sympy.Expr) -> sympy.Expr:
+        if sum(self._measure(node, part)[0] for part in (a, cond, b)) > MAX_EXPR_SIZE:
+            raise self.fail(node, f"{self.quote(node)} expands to more than {MAX_EXPR_SIZE} terms")
         return sympy.Piecewise((a, self.lift(node, cond)), (b, True))
 
     def lift(self, node: ast.expr, cond: sympy.Basic) -> sympy.Basic:
@@ -332,7 +357,8 @@ class _Builder:
                 what = f"{self.quote(node)} nests abs/max/min/where too deeply in conditions"
                 raise self.fail(node, what, f" (more than {MAX_CASES} cases)")
             return cond
-        piece = next(iter(sympy.ordered(pieces)))
+        # outermost first (the largest), so that nested Piecewise vanish without being rebuilt
+        piece = min(pieces, key=lambda p: (-self._measure(node, p)[0], sympy.default_sort_key(p)))
         result: sympy.Basic = sympy.false  # Piecewise without a True branch is undefined
         for expr, c in reversed(piece.args):
             result = sympy.ITE(c, self.lift(node, cond.xreplace({piece: expr})), result)
