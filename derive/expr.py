@@ -175,7 +175,7 @@ def _syntax_message(exc: SyntaxError, body: str, lead: int) -> str:
         pass
     if isinstance(exc.offset, int) and exc.offset > 0:
         return f"syntax error at column {lead + exc.offset}: {exc.msg}"
-    return f"syntax error: {exc.msg}"
+    return f"syntax error{' at the end' if exc.offset == 0 else ''}: {exc.msg}"
 
 
 def _check_size(tree: ast.Expression, where: str) -> None:

@@ -26,7 +26,6 @@ from .errors import SpecError
 from .expr import parse
 from .spec import OptimizerSpec, ScheduleSpec, check_name, make_optimizer, make_schedule
 
-
 RESERVED_VARIABLES = frozenset({"f", "d", "theta", "g", "t", "epoch", "k", "p", "gr", "clip_coef", "steps",
                                 "path", "values", "G", "x0"})
 

@@ -206,7 +206,8 @@ def test_conditions_never_contain_piecewise():
         ("z(1)", "variable 'z' is not a function"),
         ("import os", "'import' is not allowed at column 1"),
         ("1; import os", "'import' is not allowed at column 4"),
-        ("z +", "syntax error at column"),
+        ("z +", "syntax error at the end"),
+        ("z + )", "syntax error at column 5"),
         ("(z", "syntax error at column 1"),
         ("z $ y", "syntax error at column 3"),
         ("z\x00", "syntax error"),
@@ -228,7 +229,8 @@ def test_rejections_name_the_construct(text, match):
 def test_column_counts_characters_of_the_original_text():
     reject("  zz", "unknown name 'zz' at column 3")
     reject("(z +\n zz)", "unknown name 'zz' at column 7")
-    reject("'é' + zz", "unknown name 'zz' at column 7")
+    with pytest.raises(SpecError, match="unknown name 'zz' at column 7"):
+        parse("é + é*zz", {"é": z})
     reject("é + $", "syntax error at column 5")
 
 
@@ -257,7 +259,7 @@ def test_depth_and_node_limits_are_checked_before_building():
     reject("(" * 300 + "z" + ")" * 300, "syntax error")  # CPython's own parenthesis limit
     reject("exp(" * 60 + "z" + ")" * 60, "nested too deeply")
     balanced = "z"
-    while balanced.count("z") <= MAX_NODES:
+    while 2 * balanced.count("z") - 1 <= MAX_NODES:
         balanced = f"({balanced}+{balanced})"
     assert len(balanced) <= MAX_LENGTH
     reject(balanced, "too many parts")
@@ -276,7 +278,8 @@ def test_depth_and_node_limits_are_checked_before_building():
         ("((1e300*z)**50)", "number that is too large"),
         ("1e300*1e300*1e300*1e300*1e300", "number that is too large"),
         ("1e301", "too large"),
-        ("10**301 + z", "number that is too large"),
+        ("10**301 + z", "exponent '301' is too large"),
+        ("((10**100)**100)", "number that is too large"),
         ("1" + "0" * 301, "too large"),
         ("1e999", "too large"),
         ("abs(abs(abs(abs(abs(abs(abs(abs(z))))))))", "expands to more than"),
