@@ -263,7 +263,7 @@ def test_depth_and_node_limits_are_checked_before_building():
         balanced = f"({balanced}+{balanced})"
     assert len(balanced) <= MAX_LENGTH
     reject(balanced, "too many parts")
-    reject("where(" + "<".join(["z"] * 400) + ", 1, 2)", "too many parts")
+    reject("where(" + "<".join(["z"] * 600) + ", 1, 2)", "too many parts")
 
 
 @pytest.mark.parametrize(
