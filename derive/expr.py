@@ -27,6 +27,10 @@ Grammar (Python syntax, nothing more)::
   :class:`sympy.Rational` numbers read from the float's shortest round-trip decimal
   (``0.1`` -> ``1/10``, ``1e-3`` -> ``1/1000``), so that ``0.1*z`` differentiates
   to ``1/10`` rather than a binary float.  ``|literal| > 1e300`` is rejected.
+* Constants other than rationals, ``pi`` and ``e`` (``sqrt(2)``, ``log(3)``,
+  ``2*pi``) are evaluated at once to FLOAT_DIGITS-digit :class:`sympy.Float`:
+  SymPy would otherwise decide their signs exactly, which for a sum of nested
+  radicals takes hours, and constants above 1e300 (``exp(1e3)``) are rejected.
 * ``sigmoid(x)`` -> ``1/(1 + exp(-x))``, ``softplus(x)`` -> ``log(1 + exp(x))``,
   ``log1p(x)`` -> ``log(1 + x)``; ``abs``, ``max``, ``min`` and ``where`` become
   :class:`sympy.Piecewise` (the differentiator and printers handle Piecewise, not
@@ -40,9 +44,10 @@ Grammar (Python syntax, nothing more)::
   ``where``; ``0 < z < 1`` means ``And(0 < z, z < 1)``.
 * Bounds: text <= MAX_LENGTH characters, syntax tree <= MAX_DEPTH deep and
   <= MAX_NODES nodes (checked before any SymPy object is built); a numeric
-  exponent ``|p| <= 100``; no number above MAX_BITS bits; the built expression
-  <= MAX_EXPR_SIZE nodes and <= MAX_EXPR_DEPTH deep; undefined, infinite or
-  complex constants (``1/0``, ``log(0)``, ``sqrt(-1)``) are rejected.
+  exponent ``|p| <= 100``; no constant above 1e300 or with more than MAX_BITS
+  bits; the built expression <= MAX_EXPR_SIZE nodes and <= MAX_EXPR_DEPTH deep;
+  undefined, infinite or complex constants (``1/0``, ``log(0)``, ``sqrt(-1)``)
+  are rejected.  Any exception SymPy raises becomes a SpecError.
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ MAX_DEPTH = 50  # nesting of the syntax tree
 MAX_NODES = 500  # syntax-tree nodes (operators and contexts not counted)
 MAX_EXPONENT = 100  # largest |exponent| when the exponent is a number
 MAX_LITERAL = 1e300  # largest |numeric literal|
-MAX_BITS = 4096  # largest numerator/denominator of any number built
+MAX_BITS = 4096  # largest numerator/denominator of any rational built (|any number| <= MAX_LITERAL)
+FLOAT_DIGITS = 30  # precision of constants that are not rational, such as sqrt(2)
 MAX_EXPR_SIZE = 5000  # nodes of the built SymPy expression, counted as a tree
 MAX_EXPR_DEPTH = 64  # nesting of the built SymPy expression (sympy.diff recurses ~8 frames a level)
 MAX_CASES = 64  # branches explored when lifting abs/max/min/where out of conditions
@@ -128,20 +134,16 @@ _LABELS = {
 }
 _IGNORED = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 _UNDEFINED = frozenset({sympy.nan, sympy.zoo, sympy.oo, -sympy.oo, sympy.I})
-_SYMPY_ERRORS = (TypeError, ValueError, ArithmeticError, AttributeError, RecursionError,
-                 NotImplementedError)
-_ALLOWED_KEYWORDS = {"and", "or", "not"}
+_EXACT = frozenset({sympy.pi, sympy.E})  # constants kept exact; others become Floats
+_LARGEST = 10**300
 
 
-def parse(
-    text: str, variables: Mapping[str, sympy.Symbol], *, where: str = "expression"
-) -> sympy.Expr:
+def parse(text: str, variables: Mapping[str, sympy.Symbol], *, where: str = "expression") -> sympy.Expr:
     """Parse ``text`` into a SymPy expression over ``variables``; raise SpecError if invalid."""
     if not isinstance(text, str):
         raise SpecError(f"an expression must be a string, not {type(text).__name__}", where)
     if len(text) > MAX_LENGTH:
-        message = f"expression is too long ({len(text)} characters; the limit is {MAX_LENGTH})"
-        raise SpecError(message, where)
+        raise SpecError(f"expression is too long ({len(text)} characters; the limit is {MAX_LENGTH})", where)
     if "#" in text:
         raise SpecError(f"'#' is not allowed at column {text.index('#') + 1}", where)
     flat = text.replace("\r", " ").replace("\n", " ")  # columns count characters of `text`
@@ -161,15 +163,10 @@ def parse(
     return _Builder(body, lead, variables, where).expr(tree.body)
 
 
-def _bits(number: sympy.Rational) -> int:
-    return max(number.p.bit_length(), number.q.bit_length())
-
-
 def _syntax_message(exc: SyntaxError, body: str, lead: int) -> str:
     try:  # name a Python keyword such as 'import' if one is present
         for tok in tokenize.generate_tokens(io.StringIO(body).readline):
-            word = tok.string
-            if tok.type == tokenize.NAME and keyword.iskeyword(word) and word not in _ALLOWED_KEYWORDS:
+            if tok.type == tokenize.NAME and keyword.iskeyword(tok.string) and tok.string not in ("and", "or", "not"):
                 return f"{tok.string!r} is not allowed at column {lead + tok.start[1] + 1}"
     except (tokenize.TokenError, SyntaxError, ValueError):
         pass
@@ -186,8 +183,7 @@ def _check_size(tree: ast.Expression, where: str) -> None:
             continue
         count += 1
         if depth > MAX_DEPTH:
-            message = f"expression is nested too deeply (the limit is {MAX_DEPTH} levels)"
-            raise SpecError(message, where)
+            raise SpecError(f"expression is nested too deeply (the limit is {MAX_DEPTH} levels)", where)
         if count > MAX_NODES:
             raise SpecError(f"expression has too many parts (the limit is {MAX_NODES})", where)
         stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
@@ -199,7 +195,7 @@ class _Builder:
     def __init__(self, body: str, lead: int, variables: Mapping[str, sympy.Symbol], where: str):
         self.body, self.lead, self.variables, self.where = body, lead, variables, where
         self.encoded = body.encode("utf-8")
-        self.measures: dict[sympy.Basic, tuple[int, int]] = {}
+        self.measures: dict[sympy.Basic, tuple[int, int, bool]] = {}
         self.cases = 0
 
     def fail(self, node: ast.AST, what: str, after: str = "") -> SpecError:
@@ -214,13 +210,20 @@ class _Builder:
     def expr(self, node: ast.expr) -> sympy.Expr:
         try:
             value = self._expr(node)
+            if not isinstance(value, sympy.Expr):
+                raise self.fail(node, f"{self.quote(node)} is not a numeric expression")
+            size, depth, symbolic = self._measure(node, value)
+            if not (symbolic or value.is_Rational or value.is_Float or value in _EXACT):
+                # Evaluate constants such as sqrt(2) or log(3) now, so that SymPy never decides
+                # their sign exactly (for a sum of radicals that can take hours).
+                value = value.evalf(FLOAT_DIGITS)
+                if not value.is_Float:
+                    raise self.fail(node, f"{self.quote(node)} is not a finite real number ({value})")
+                size, depth, _ = self._measure(node, value)
         except SpecError:
             raise
-        except _SYMPY_ERRORS as exc:
-            raise self.fail(node, f"cannot build {self.quote(node)} ({exc})") from None
-        if not isinstance(value, sympy.Expr):
-            raise self.fail(node, f"{self.quote(node)} is not a numeric expression")
-        size, depth = self._measure(node, value)
+        except Exception as exc:  # SymPy and mpmath raise many kinds; none may escape
+            raise self.fail(node, f"cannot build {self.quote(node)} ({type(exc).__name__}: {exc})") from None
         if size > MAX_EXPR_SIZE:
             raise self.fail(node, f"{self.quote(node)} expands to more than {MAX_EXPR_SIZE} terms")
         if depth > MAX_EXPR_DEPTH:
@@ -228,8 +231,8 @@ class _Builder:
             raise self.fail(node, what, f" (more than {MAX_EXPR_DEPTH} levels)")
         return value
 
-    def _measure(self, node: ast.expr, value: sympy.Basic) -> tuple[int, int]:
-        """Tree size and depth of ``value``, visiting each distinct subexpression once.
+    def _measure(self, node: ast.expr, value: sympy.Basic) -> tuple[int, int, bool]:
+        """Tree size, depth and whether ``value`` has symbols, visiting each distinct subexpression once.
 
         Also rejects undefined, infinite or complex constants and oversized numbers.
         """
@@ -238,12 +241,16 @@ class _Builder:
             return known
         if value in _UNDEFINED:
             raise self.fail(node, f"{self.quote(node)} is undefined, infinite or complex ({value})")
-        if value.is_Pow and value.base.is_number and value.base.is_negative and value.exp.is_integer is False:
-            raise self.fail(node, f"{self.quote(node)} is complex ({value})")
-        if isinstance(value, sympy.Rational) and _bits(value) > MAX_BITS:
-            raise self.fail(node, f"{self.quote(node)} produces a number that is too large")
+        too_large = f"{self.quote(node)} produces a number that is too large"
+        if isinstance(value, sympy.Rational) and abs(value.p) > _LARGEST * value.q:
+            raise self.fail(node, too_large, f" (limit {MAX_LITERAL:g})")
+        if isinstance(value, sympy.Rational) and max(value.p.bit_length(), value.q.bit_length()) > MAX_BITS:
+            raise self.fail(node, f"{self.quote(node)} produces a number with too many digits")
+        if isinstance(value, sympy.Float) and not (value.is_finite and abs(value) <= MAX_LITERAL):
+            raise self.fail(node, too_large, f" (limit {MAX_LITERAL:g})")
         parts = [self._measure(node, arg) for arg in value.args]
-        known = 1 + sum(size for size, _ in parts), 1 + max((depth for _, depth in parts), default=0)
+        known = (1 + sum(part[0] for part in parts), 1 + max((part[1] for part in parts), default=0),
+                 any(part[2] for part in parts) if parts else bool(getattr(value, "free_symbols", ())))
         self.measures[value] = known
         return known
 
@@ -254,11 +261,10 @@ class _Builder:
             return self._name(node)
         if isinstance(node, ast.BinOp):
             if type(node.op) not in _BINARY:
-                symbol = _SYMBOLS.get(type(node.op), "?")
-                raise self.fail(node, f"operator {symbol!r} is not allowed")
+                raise self.fail(node, f"operator {_SYMBOLS.get(type(node.op), '?')!r} is not allowed")
             left, right = self.expr(node.left), self.expr(node.right)
-            if isinstance(node.op, ast.Pow):
-                self._check_power(node, left, right)
+            if isinstance(node.op, ast.Pow) and right.is_Number and abs(right) > MAX_EXPONENT:
+                raise self.fail(node.right, f"exponent {self.quote(node.right)} is too large (limit {MAX_EXPONENT})")
             return _BINARY[type(node.op)](left, right)
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
@@ -274,8 +280,7 @@ class _Builder:
         if isinstance(node, (ast.Compare, ast.BoolOp)):
             op = node.ops[0] if isinstance(node, ast.Compare) else node.op
             symbol = _SYMBOLS.get(type(op), "?")
-            where = "the condition of where(cond, a, b)"
-            raise self.fail(node, f"{symbol!r} is only allowed in {where}, found it")
+            raise self.fail(node, f"{symbol!r} is only allowed in the condition of where(cond, a, b), found it")
         label = _LABELS.get(type(node), type(node).__name__)
         hint = "; use where(cond, a, b)" if isinstance(node, ast.IfExp) else ""
         raise self.fail(node, f"{label} {self.quote(node)} is not allowed", hint)
@@ -310,16 +315,12 @@ class _Builder:
         # a parenthesized name, as in '(f)(x)', starts after the call does
         if not isinstance(node.func, ast.Name) or node.func.col_offset != node.col_offset:
             callee = f"({node.func.id})" if isinstance(node.func, ast.Name) else self.quote(node.func)[1:-1]
-            what = f"calling {callee!r} is not allowed; only named functions can be called"
-            raise self.fail(node, what)
+            raise self.fail(node, f"calling {callee!r} is not allowed; only named functions can be called")
         name = node.func.id
         if name not in _ARITY:
             close = difflib.get_close_matches(name, FUNCTIONS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "."
-            if name in self.variables:
-                what = f"variable {name!r} is not a function"
-            else:
-                what = f"function {name!r} is not allowed"
+            what = f"{name!r} is not a function" if name in self.variables else f"function {name!r} is not allowed"
             raise self.fail(node, what, f"{hint} Allowed functions: {', '.join(FUNCTIONS)}.")
         if node.keywords:
             kw = node.keywords[0]
@@ -329,8 +330,7 @@ class _Builder:
             if isinstance(arg, ast.Starred):
                 raise self.fail(arg, f"starred argument {self.quote(arg)} is not allowed")
         if len(node.args) != _ARITY[name]:
-            count = f"{_ARITY[name]} argument(s), got {len(node.args)}"
-            raise self.fail(node, f"{name}(...) takes {count}")
+            raise self.fail(node, f"{name}(...) takes {_ARITY[name]} argument(s), got {len(node.args)}")
         if name == "where":
             cond = self.cond(node.args[0])
             return self.piecewise(node, self.expr(node.args[1]), cond, self.expr(node.args[2]))
@@ -364,23 +364,14 @@ class _Builder:
             result = sympy.ITE(c, self.lift(node, cond.xreplace({piece: expr})), result)
         return result
 
-    def _check_power(self, node: ast.BinOp, base: sympy.Expr, exponent: sympy.Expr) -> None:
-        if exponent.is_Number and abs(exponent) > MAX_EXPONENT:
-            what = f"exponent {self.quote(node.right)} is too large (limit {MAX_EXPONENT})"
-            raise self.fail(node.right, what)
-        if exponent.is_Rational:
-            bits = max((_bits(r) for r in base.atoms(sympy.Rational)), default=0)
-            if bits * abs(exponent) > MAX_BITS:
-                raise self.fail(node, f"{self.quote(node)} produces a number that is too large")
-
     def cond(self, node: ast.expr) -> sympy.Basic:
         """The condition of where(...): comparisons joined by and/or/not."""
         try:
             return self._cond(node)
         except SpecError:
             raise
-        except _SYMPY_ERRORS as exc:
-            raise self.fail(node, f"cannot build condition {self.quote(node)} ({exc})") from None
+        except Exception as exc:  # as in expr()
+            raise self.fail(node, f"cannot build condition {self.quote(node)} ({type(exc).__name__}: {exc})") from None
 
     def _cond(self, node: ast.expr) -> sympy.Basic:
         if isinstance(node, ast.BoolOp):
@@ -396,6 +387,4 @@ class _Builder:
                 raise self.fail(node, f"comparison {_SYMBOLS.get(type(op), '?')!r} is not allowed "
                                 "(use <, <=, >, >=)")
         operands = [self.expr(node.left), *(self.expr(c) for c in node.comparators)]
-        pairs = zip(node.ops, operands, operands[1:])
-        relations = [_COMPARE[type(op)][1](a, b) for op, a, b in pairs]
-        return sympy.And(*relations)
+        return sympy.And(*(_COMPARE[type(op)][1](a, b) for op, a, b in zip(node.ops, operands, operands[1:])))
