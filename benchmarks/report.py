@@ -85,6 +85,11 @@ def fmt_gflops(g: float) -> str:
     return f"{g:.3f}" if g < 1 else f"{g:.1f}" if g < 100 else f"{g:.0f}"
 
 
+def fmt_share(fraction: float) -> str:
+    pct = 100 * fraction
+    return f"{pct:.1f} %" if pct >= 1 else f"{pct:.2g} %"
+
+
 def gemm_rates(results: Iterable[dict]) -> dict[str, float]:
     """dtype -> GFLOP/s from the GEMM results of the run."""
     return {r["dtype"]: r["gflops"] for r in results if r.get("status") == "ok" and "gflops" in r}
@@ -165,7 +170,7 @@ def group_table(rows: list[dict], gemm: dict[str, float]) -> list[str]:
             continue
         g = r["flops"] / r["median_s"] / 1e9
         rate = gemm.get(r["dtype"])
-        share = f"{100 * g / rate:.1f} %" if rate else "—"
+        share = fmt_share(g / rate) if rate else "—"
         s = sp[peer]
         speed = "—" if s is None else f"{s[0]:.2f}× ({s[1]})"
         first = r.get("first_call_s")

@@ -61,22 +61,30 @@ def time_blocks(
     repeats: int,
     min_warmup_s: float = 0.3,
     min_warmup_blocks: int = 2,
+    max_seconds: float = 8.0,
+    min_repeats: int = 3,
 ) -> dict:
     """Time ``repeats`` blocks of ``steps`` training steps; see the module docstring.
+
+    ``max_seconds`` bounds a measurement that runs far slower than planned (a machine busy
+    with other work): past it, warm-up stops after one block and timing after ``min_repeats``
+    samples; ``repeats`` in the result is the number of samples actually taken.
 
     Returns the keys of :func:`summarize` plus ``steps``, ``repeats``, ``first_call_s``,
     ``warmup_s``, ``first_loss`` and ``loss_after_steps``.
     """
     if steps < 1 or repeats < 1:
         raise ValueError(f"steps and repeats must be >= 1 (got steps={steps}, repeats={repeats})")
-    t0 = time.perf_counter()
+    t_begin = time.perf_counter()
     first = run_block(steps)
-    first_call_s = time.perf_counter() - t0
+    first_call_s = time.perf_counter() - t_begin
 
     t_start = time.perf_counter()
     second = run_block(steps)
     blocks = 1
     while blocks < min_warmup_blocks or time.perf_counter() - t_start < min_warmup_s:
+        if time.perf_counter() - t_begin > max_seconds:
+            break
         run_block(steps)
         blocks += 1
     warmup_s = time.perf_counter() - t_start
@@ -90,6 +98,8 @@ def time_blocks(
             t0 = time.perf_counter()
             run_block(steps)
             samples.append((time.perf_counter() - t0) / steps)
+            if len(samples) >= min_repeats and time.perf_counter() - t_begin > max_seconds:
+                break
     finally:
         if was_enabled:
             gc.enable()
@@ -97,7 +107,7 @@ def time_blocks(
     out = summarize(samples)
     out.update(
         steps=steps,
-        repeats=repeats,
+        repeats=len(samples),
         first_call_s=first_call_s,
         warmup_s=warmup_s,
         first_loss=_value(first),

@@ -13,10 +13,6 @@ A peer module defines::
     NAME: str
         The peer's name in reports (e.g. ``"numpy"``).
 
-    KIND: str = "step"            # optional; "gemm" only for the machine-rate peer
-        "step" peers time training steps for every group; a "gemm" peer is run once per
-        dtype with ``config=None`` and must return ``gflops``.
-
     def available() -> str | None:
         None if the peer can run here, else a short reason ("torch not installed").
         A peer that is not available is reported as *skipped*, not as an error.
@@ -37,15 +33,45 @@ Required:
     ``median_s``  median seconds per training step (forward + loss + backward + update)
     ``p10_s``, ``p90_s``  10th / 90th percentile of the per-step samples (seconds)
 Filled in by ``time_blocks`` (keep them):
-    ``min_s``, ``steps``, ``repeats``,
+    ``min_s``, ``steps``, ``repeats`` (samples actually taken),
     ``first_call_s``  seconds of the first block of ``steps`` steps (includes JIT compilation),
     ``warmup_s``  seconds spent warming up after it,
-    ``first_loss``  loss of the very first step (initial params, batch 0); the report flags
-                    peers that disagree.
+    ``first_loss``  loss of the very first step (initial params, batch 0),
+    ``loss_after_steps``  loss of step ``steps + 1`` (after ``steps`` updates on batches
+                    0 .. steps-1 of the pool).
+    The report checks that all peers agree on both losses (same forward pass, same gradients
+    and updates), so ``run_block`` must walk the pool in order from batch 0.
 Optional:
-    ``compile_s``  compile time measured separately, ``note`` a remark shown in the report,
-    ``version``  version string of the library the peer times,
-    ``gflops``  (gemm peers only) the machine's GEMM rate.
+    ``compile_s``  compile time measured separately, ``note`` a remark,
+    ``version``  version string of the library the peer times.
+
+The peer named ``gemm`` is special: the harness runs it once per dtype with ``config=None``
+and ``optimizer=None``, and it returns ``gflops`` (the machine's GEMM rate).
+
+Skeleton (``benchmarks/peers/numpy_peer.py`` is a complete example)::
+
+    NAME = "mypeer"
+
+    def available():
+        return None
+
+    def measure(config, optimizer, dtype, *, steps, repeats, seed):
+        from benchmarks.configs import init_params, make_batches
+        from benchmarks.timing import time_blocks
+        model = build(config, optimizer, dtype, init_params(config, dtype, seed))
+        pool = make_batches(config, dtype, seed)
+        pos = [0]
+
+        def run_block(k):
+            first = None
+            for j in range(k):
+                x, y = pool[(pos[0] + j) % len(pool)]
+                loss = model.step(x, y)
+                first = loss if j == 0 else first
+            pos[0] = (pos[0] + k) % len(pool)
+            return first          # or a zero-argument callable returning it
+
+        return time_blocks(run_block, steps=steps, repeats=repeats)
 
 Registering a peer
 ------------------

@@ -12,7 +12,6 @@ from benchmarks.configs import Config
 from benchmarks.timing import time_blocks
 
 NAME = "gemm"
-KIND = "gemm"
 N = 2048
 
 

@@ -14,7 +14,6 @@ from benchmarks.peers.jax_step import available  # noqa: F401  (same requirement
 from benchmarks.timing import time_blocks
 
 NAME = "jax_scan"
-KIND = "step"
 MAX_EPOCH_BYTES = 256 * 2**20
 
 

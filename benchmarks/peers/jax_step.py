@@ -12,7 +12,6 @@ from benchmarks.configs import Config, make_batches
 from benchmarks.timing import time_blocks
 
 NAME = "jax_step"
-KIND = "step"
 
 
 def available() -> str | None:

@@ -17,7 +17,6 @@ from benchmarks.configs import OPTIMIZERS, Config, OptimizerSpec, init_params, m
 from benchmarks.timing import time_blocks
 
 NAME = "numpy"
-KIND = "step"
 
 
 def available() -> str | None:

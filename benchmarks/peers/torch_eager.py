@@ -15,7 +15,6 @@ from benchmarks.configs import OPTIMIZERS, Config, init_params, make_batches
 from benchmarks.timing import time_blocks
 
 NAME = "torch_eager"
-KIND = "step"
 
 
 def available() -> str | None:
