@@ -28,7 +28,8 @@ def show(model: ModelSpec) -> str:
 
 
 def build_models(models: list[ModelSpec], out: str | Path, source: str = "<python>"):
-    """Generate one module per model into the package folder ``out`` (atomic, all or nothing)."""
+    """Generate one module per model into the package folder ``out`` (rendered in full first,
+    then each file replaced atomically)."""
     from .build import build
 
     return build(list(models), list(models), Path(out), source, prune=False)

@@ -20,11 +20,11 @@ from pathlib import Path
 import sympy as sp
 
 from .build import write_atomic
-from .codegen.render import _all_hyper, _Emitter, _environment, _hyper_checks, describe, update_context
+from .codegen.render import _Emitter, _environment, _hyper_checks, describe, update_context
 from .derivation import Derivation, update_equations
 from .errors import SpecError
 from .expr import parse
-from .spec import OptimizerSpec, ScheduleSpec, check_name, make_optimizer, make_schedule
+from .spec import OptimizerSpec, ScheduleSpec, TrainingSettings, check_name, make_optimizer, make_schedule
 
 RESERVED_VARIABLES = frozenset({"f", "d", "theta", "g", "t", "epoch", "k", "p", "gr", "clip_coef", "steps",
                                 "path", "values", "G", "x0"})
@@ -83,7 +83,7 @@ class Objective:
             "equation_lines": [f"f = {sp.sstr(f)}"]
             + [f"df/d{v} = {sp.sstr(sp.diff(f, syms[v]))}" for v in self.variables]
             + [describe(e) for e in d.equations],
-            "hyper_checks": _hyper_checks(_all_hyper(spec)),  # type: ignore[arg-type]
+            "hyper_checks": _hyper_checks(spec.hyper_rules()),
             **upd,
         }
         return _environment().get_template("objective.py.j2").render(**context)
@@ -103,14 +103,11 @@ class Objective:
 
 
 @dataclass(frozen=True)
-class _ObjectiveSpec:
-    """The part of a model spec the update equations read."""
+class _ObjectiveSpec(TrainingSettings):
+    """The part of a model spec the update equations read (no clipping or regularisation)."""
 
     name: str
     optimizer: OptimizerSpec
     schedule: ScheduleSpec = ScheduleSpec()
     clip: tuple = ()
     regularization: tuple = ()
-
-    def hyper(self) -> dict[str, float]:
-        return {**dict(self.optimizer.hyper), **dict(self.schedule.hyper)}

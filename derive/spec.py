@@ -81,8 +81,34 @@ class ScheduleSpec:
         return out
 
 
+class TrainingSettings:
+    """Where kernel hyperparameters come from, for anything with an optimizer, a schedule,
+    clipping and regularisation (a model, an objective): one source for values and rules."""
+
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec
+    clip: tuple[tuple[str, float], ...]
+    regularization: tuple[tuple[str, float], ...]
+
+    def hyper(self) -> dict[str, float]:
+        """Every kernel hyperparameter with its default: optimizer, schedule, regularisation, clipping."""
+        out = dict(self.optimizer.hyper)
+        out.update(self.schedule.hyper)
+        out.update(self.regularization)
+        out.update({CLIP_KEYS[k]: v for k, v in self.clip})
+        return out
+
+    def hyper_rules(self) -> dict[str, optimizers.Hyper]:
+        """The valid range of each hyperparameter of :meth:`hyper` (checked again at run time)."""
+        out = dict(optimizers.REGISTRY[self.optimizer.name].equations(dict(self.optimizer.options)).hyper)
+        out.update(schedules.REGISTRY[self.schedule.name].hyper)
+        out.update({k: NONNEG for k, _ in self.regularization})
+        out.update({CLIP_KEYS[k]: POSITIVE for k, _ in self.clip})
+        return out
+
+
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(TrainingSettings):
     """A validated model: build it with :func:`derive.build.build_models` or derive it with
     :func:`derive.derivation.derive_model`."""
 
@@ -96,14 +122,6 @@ class ModelSpec:
     schedule: ScheduleSpec = ScheduleSpec()
     clip: tuple[tuple[str, float], ...] = ()  # (("norm", c),) and/or (("value", c),)
     regularization: tuple[tuple[str, float], ...] = ()  # subset of l1, l2, decoupled_weight_decay
-
-    def hyper(self) -> dict[str, float]:
-        """Every kernel hyperparameter with its default: optimizer, schedule, regularisation, clipping."""
-        out = dict(self.optimizer.hyper)
-        out.update(self.schedule.hyper)
-        out.update(self.regularization)
-        out.update({CLIP_KEYS[k]: v for k, v in self.clip})
-        return out
 
     @property
     def outputs(self) -> int:

@@ -9,11 +9,11 @@ from .derivation import SECTION_TITLES, SECTIONS, Derivation, Equation
 
 def _pretty(lhs: sp.Basic, rhs: sp.Basic, arrow: bool = False) -> str:
     text = sp.pretty(sp.Eq(lhs, rhs, evaluate=False), use_unicode=True, wrap_line=False)
-    if arrow:  # an update θ ← f(θ, g): replace the first " = " on the middle line
+    if arrow:  # an update θ ← f(θ, g): the " = " right after the left side, which starts a line
+        head = sp.pretty(lhs, use_unicode=True) + " = "
         lines = text.split("\n")
-        mid = next(k for k, line in enumerate(lines) if " = " in line)
-        pos = lines[mid].index(" = ")
-        lines[mid] = lines[mid][:pos] + " ← " + lines[mid][pos + 3:]
+        k = next(k for k, line in enumerate(lines) if line.startswith(head))
+        lines[k] = head[:-3] + " ← " + lines[k][len(head):]
         text = "\n".join(lines)
     return text
 
@@ -41,7 +41,7 @@ def _equation(d: Derivation, eq: Equation) -> str:
     elif eq.steps:
         for step in eq.steps:
             parts.append(_indent(_pretty(eq.lhs, step)))
-    parts.append(_indent(_pretty(eq.lhs, eq.rhs, arrow=eq.kind == "update")))
+    parts.append(_indent(_pretty(eq.lhs, eq.rhs, arrow=eq.kind in ("update", "regularize"))))
     return "\n".join(parts)
 
 

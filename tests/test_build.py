@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import cli
 from derive import build as build_mod
-from derive.build import build
-from derive.errors import BuildError
 
 from .conftest import CATALOGUE
 
@@ -115,29 +112,25 @@ def test_stale_modules_are_removed_but_foreign_files_kept(spec_file, tmp_path):
     assert (out / "notes.py").exists()
 
 
-def test_read_only_output_gives_clear_error(spec_file, tmp_path):
-    out = tmp_path / "ro"
-    out.mkdir()
-    out.chmod(0o500)
-    try:
-        if _can_write(out):
-            pytest.skip("running as a user who can write anywhere (root)")
-        with pytest.raises(BuildError, match="cannot write"):
-            from derive.spec import load_catalogue
+def test_unwritable_output_gives_clear_error_and_keeps_old_files(spec_file, tmp_path, monkeypatch):
+    """A write that the OS refuses (read-only folder, full disk) is a BuildError naming the folder;
+    the replaced file stays as it was and no temporary file is left behind. (Simulated at
+    os.replace: the test user may be root, who can write to read-only folders.)"""
+    import os
 
-            models = list(load_catalogue(spec_file).values())
-            build(models, models, out, "my.toml")
-    finally:
-        out.chmod(0o700)
+    out = tmp_path / "gen"
+    run("build", "--spec", str(spec_file), "--out", str(out))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    spec_file.write_text(SMALL.replace("lr = 0.2", "lr = 0.3"))
 
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
 
-def _can_write(folder: Path) -> bool:
-    try:
-        (folder / ".probe").write_text("x")
-        (folder / ".probe").unlink()
-        return True
-    except OSError:
-        return False
+    monkeypatch.setattr(os, "replace", refuse)
+    result = CliRunner().invoke(cli.main, ["build", "--spec", str(spec_file), "--out", str(out)])
+    assert result.exit_code == 1
+    assert f"cannot write to {out}: Permission denied" in result.output and "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_list_and_show():
@@ -213,3 +206,25 @@ def test_python_api_builds_an_importable_package(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "[[4, 'leaky_relu', {'slope': 0.2}], [1, 'sigmoid']]" in out.stdout
+
+
+def test_show_prints_the_optimizer_and_what_surrounds_it():
+    shown = run("show", "xor_regularized", "--spec", str(CATALOGUE)).output
+    assert "hyperparameters: lr = 0.1, momentum = 0.9, dampening = 0" in shown
+    assert "g ← g + l₁⋅sign(θ) + l₂⋅θ" in shown  # the derived L1/L2 gradient
+    assert "θ ← -b⋅lrₜ + θ" in shown  # the update uses the scheduled rate
+    assert "for t = 1" in shown and "b ← ⎨" in shown  # torch's first momentum buffer, as a case
+    assert "clip_grad_norm_" in shown
+    adam = run("show", "xor_adam", "--spec", str(CATALOGUE)).output
+    assert "m ← β₁⋅m + g⋅(1 - β₁)" in adam
+
+
+def test_spec_records_optimizer_schedule_clipping_and_regularisation(generated):
+    import generated.xor_regularized as reg
+
+    assert reg.SPEC["optimizer"] == {"name": "momentum", "ema": False, "lr": 0.1, "momentum": 0.9, "dampening": 0.0}
+    assert reg.SPEC["schedule"] == {"name": "step", "per": "epoch", "step_size": 1.0, "gamma": 0.5}
+    assert reg.SPEC["clip"] == {"norm": 1.0, "value": 0.5}
+    assert reg.SPEC["regularization"] == {"l1": 1e-4, "l2": 1e-3}
+    assert reg.HYPER == {"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "step_size": 1.0, "gamma": 0.5,
+                         "l1": 1e-4, "l2": 1e-3, "clip_norm": 1.0, "clip_value": 0.5}

@@ -84,3 +84,13 @@ def test_objective_text_cannot_run_code(tmp_path_factory):
 
     with pytest.raises(SpecError, match="not allowed"):
         Objective("evil", "__import__('os').system('true')", ("x",)).render()
+
+
+def test_objective_refuses_bad_arguments(tmp_path_factory):
+    module = _load(tmp_path_factory, "checked", PARABOLA, {"name": "adam", "lr": 0.1})
+    for kwargs, message in (({"beta1": 1.0}, r"beta1 must lie in \[0, 1\)"), ({"lr": float("nan")}, "finite"),
+                            ({"rho": 0.9}, "unknown hyperparameter 'rho'")):
+        with pytest.raises(ValueError, match=message):
+            module.minimize([0.0, 0.0], steps=5, **kwargs)
+    with pytest.raises(ValueError, match="x0 must be 2 finite numbers"):
+        module.minimize([0.0], steps=5)

@@ -61,12 +61,7 @@ def symbolic_step(d, params, state, grads, hyper, t):
     return {p: per[p][opt.theta] for p in params}, new_state
 
 
-@pytest.mark.parametrize("name", OPTIMIZER_MODELS)
-def test_step_follows_the_symbolic_update_equations(catalogue, name):
-    import importlib
-
-    module = importlib.import_module(f"generated.{name}")
-    d = derive_model(catalogue[name])
+def _follow(module, d, name):
     X, Y = _problem()
     params = module.init_params(seed=2)
     state = module.init_state(params)
@@ -85,6 +80,46 @@ def test_step_follows_the_symbolic_update_equations(catalogue, name):
         for k in new_state:
             np.testing.assert_allclose(state[k], ref_state[k], rtol=1e-12, atol=1e-14, err_msg=f"{name}: {k}")
     assert state["t"] == STEPS
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_MODELS)
+def test_step_follows_the_symbolic_update_equations(catalogue, name):
+    import importlib
+
+    _follow(importlib.import_module(f"generated.{name}"), derive_model(catalogue[name]), name)
+
+
+# Options, schedules and regularisers the catalogue does not exercise: rendered from the Python
+# API and run as plain Python (the same generated source, without a compile per case).
+EXTRA = {
+    "adagrad_optax_decay": dict(optimizer={"name": "adagrad", "eps_inside_sqrt": True, "lr": 0.1, "lr_decay": 0.1,
+                                           "initial_accumulator_value": 0.1, "eps": 1e-7}),
+    "rmsprop_inside_momentum": dict(optimizer={"name": "rmsprop", "eps_inside_sqrt": True, "momentum": 0.9}),
+    "rmsprop_centered_inside": dict(optimizer={"name": "rmsprop", "centered": True, "eps_inside_sqrt": True}),
+    "adam_no_bias_correction": dict(optimizer={"name": "adam", "bias_correction": False, "lr": 0.01}),
+    "adamw_amsgrad": dict(optimizer={"name": "adamw", "amsgrad": True, "weight_decay": 0.1}),
+    "multistep_per_step": dict(optimizer={"name": "sgd", "lr": 0.5},
+                               schedule={"name": "multistep", "milestones": [3, 10], "gamma": 0.3, "per": "step"}),
+    "cosine_per_step": dict(optimizer={"name": "nesterov", "lr": 0.2},
+                            schedule={"name": "cosine", "T_max": 10, "eta_min": 0.01, "per": "step"}),
+    "exponential_per_epoch": dict(optimizer={"name": "adam", "lr": 0.05},
+                                  schedule={"name": "exponential", "gamma": 0.7}),
+    "inverse_time_per_step": dict(optimizer={"name": "rmsprop"}, schedule={"name": "inverse_time", "decay": 0.5,
+                                                                           "per": "step"}),
+    "decoupled_decay_momentum": dict(optimizer={"name": "momentum", "lr": 0.1, "dampening": 0.3},
+                                     regularization={"decoupled_weight_decay": 0.05}),
+    "l1_clip_value": dict(optimizer={"name": "adadelta"}, regularization={"l1": 0.01}, clip={"value": 0.01}),
+    "l2_clip_norm_nadam": dict(optimizer={"name": "nadam"}, regularization={"l2": 0.1}, clip={"norm": 0.05}),
+}
+
+
+@pytest.mark.parametrize("label", sorted(EXTRA))
+def test_options_follow_the_symbolic_update_equations(label, tmp_path):
+    from .conftest import pure_python
+
+    model = Model(f"extra_{label}", 2, [[4, "tanh"], [1, "sigmoid"]], "bce", **EXTRA[label])
+    d = derive_model(model)
+    _follow(pure_python(load_rendered(render_module(d), model.name, tmp_path)), d, label)
 
 
 def _trajectory(module, steps=20, **hyper):

@@ -175,7 +175,12 @@ def forms(name: str) -> ActivationForms:
 
 def value_range(name: str, params: Mapping[str, float]) -> tuple[float, float]:
     """(inf, sup) of the activation's range for these parameter values."""
+    return _value_range(name, tuple(sorted(params.items())))
+
+
+@functools.cache
+def _value_range(name: str, params: tuple[tuple[str, float], ...]) -> tuple[float, float]:
     rule = REGISTRY[name]
-    f = rule.expr().subs({rule.symbols()[k]: v for k, v in params.items()})
+    f = rule.expr().subs({rule.symbols()[k]: v for k, v in params})
     lo, hi = _range(f)
     return float(lo), float(hi)

@@ -204,7 +204,7 @@ def render_module(d: Derivation) -> str:
         "param_names": P,
         "hyper_repr": repr(model.hyper()),
         "hyper_doc": ", ".join(f"{k}={v!r}" for k, v in model.hyper().items()),
-        "hyper_checks": _hyper_checks(_all_hyper(model)),
+        "hyper_checks": _hyper_checks(model.hyper_rules()),
         "init_repr": repr(tuple((s, round(gain, 15)) for s, gain in init)),
         "equation_lines": [describe(e) for e in d.equations],
         "L": L,
@@ -237,18 +237,6 @@ def render_module(d: Derivation) -> str:
         "reg_call": reg_call,
     }
     return _environment().get_template(MODULE_TEMPLATE).render(**context)
-
-
-def _all_hyper(model: ModelSpec) -> dict:
-    """Hyper objects (for range checks) of every kernel hyperparameter of the model."""
-    from ..blocks import schedules
-    from ..spec import NONNEG, POSITIVE
-
-    out = dict(optimizers.REGISTRY[model.optimizer.name].equations(dict(model.optimizer.options)).hyper)
-    out.update(schedules.REGISTRY[model.schedule.name].hyper)
-    out.update({k: NONNEG for k, _ in model.regularization})
-    out.update({f"clip_{k}": POSITIVE for k, _ in model.clip})
-    return out
 
 
 def update_context(d: Derivation, em: _Emitter) -> dict:
