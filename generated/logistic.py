@@ -283,6 +283,9 @@ def step(params, state, X, Y, **hyper):
     """One in-place sgd update of params and state on the batch (X, Y); returns
     the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
 
+    Gradient descent θ ← θ − η g. Full-batch, mini-batch and stochastic gradient descent are the
+    same rule with different batch sizes.
+
     Hyperparameters default to HYPER (lr=0.5).
     """
     hv, hd = _hyper(hyper)

@@ -342,6 +342,9 @@ def step(params, state, X, Y, **hyper):
     """One in-place adadelta update of params and state on the batch (X, Y); returns
     the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
 
+    Adadelta (Zeiler 2012, PyTorch defaults): v ← ρv+(1−ρ)g², Δ = √(u+ε)/√(v+ε)·g, u ←
+    ρu+(1−ρ)Δ², θ ← θ − ηΔ with η = 1 by default (the paper's form).
+
     Hyperparameters default to HYPER (lr=1.0, rho=0.9, eps=1e-06).
     """
     hv, hd = _hyper(hyper)

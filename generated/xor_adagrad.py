@@ -336,6 +336,10 @@ def step(params, state, X, Y, **hyper):
     """One in-place adagrad update of params and state on the batch (X, Y); returns
     the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
 
+    Adagrad (PyTorch): G ← G + g², θ ← θ − η/(1+(t−1)·lr_decay) · g/(√G + ε); G₀ =
+    initial_accumulator_value. eps_inside_sqrt = true gives optax's g/√(G+ε). Each parameter
+    gets its own step size, shrinking where gradients have been large.
+
     Hyperparameters default to HYPER (lr=0.1, lr_decay=0.0, initial_accumulator_value=0.0, eps=1e-10).
     """
     hv, hd = _hyper(hyper)

@@ -355,6 +355,9 @@ def step(params, state, X, Y, **hyper):
     """One in-place adamw update of params and state on the batch (X, Y); returns
     the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
 
+    AdamW (PyTorch): decoupled weight decay θ ← θ(1 − ηλ) (default λ = 0.01), then the Adam
+    step.
+
     Hyperparameters default to HYPER (lr=0.01, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.01).
     """
     hv, hd = _hyper(hyper)

@@ -357,6 +357,12 @@ def step(params, state, X, Y, **hyper):
     """One in-place adam update of params and state on the batch (X, Y); returns
     the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
 
+    Adam (Kingma & Ba, Algorithm 1, as PyTorch): m ← β₁m+(1−β₁)g, v ← β₂v+(1−β₂)g², θ ← θ −
+    (η/(1−β₁ᵗ))·m/(√v/√(1−β₂ᵗ) + ε). Momentum on the numerator, RMSProp's per-parameter scaling
+    on the denominator, both bias-corrected. amsgrad = true uses max(v_max, v) (raw v, as
+    PyTorch) instead of v. bias_correction = false drops both corrections (then β₁ = 0 is
+    RMSProp with ε outside the root).
+
     Hyperparameters default to HYPER (lr=0.01, beta1=0.9, beta2=0.999, eps=1e-08).
     """
     hv, hd = _hyper(hyper)

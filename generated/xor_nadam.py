@@ -357,6 +357,10 @@ def step(params, state, X, Y, **hyper):
     """One in-place nadam update of params and state on the batch (X, Y); returns
     the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
 
+    NAdam (PyTorch): Adam with Nesterov momentum and the momentum schedule μ_t = β₁(1 −
+    ½·0.96^(tψ)), Π ← Π·μ_t; θ ← θ − η(1−μ_t)/(1−Π)·g/den − ημ_{t+1}/(1−Πμ_{t+1})·m/den with den
+    = √(v/(1−β₂ᵗ)) + ε.
+
     Hyperparameters default to HYPER (lr=0.002, beta1=0.9, beta2=0.999, eps=1e-08, momentum_decay=0.004).
     """
     hv, hd = _hyper(hyper)

@@ -326,6 +326,9 @@ def step(params, state, X, Y, **hyper):
     """One in-place nesterov update of params and state on the batch (X, Y); returns
     the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
 
+    Nesterov accelerated gradient, PyTorch's form: b as in momentum (τ = 0), θ ← θ − η(g + μb):
+    the step looks ahead along the velocity. With μ = 0 it is plain gradient descent.
+
     Hyperparameters default to HYPER (lr=0.1, momentum=0.9).
     """
     hv, hd = _hyper(hyper)

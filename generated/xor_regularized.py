@@ -446,6 +446,11 @@ def step(params, state, X, Y, **hyper):
     """One in-place momentum update of params and state on the batch (X, Y); returns
     the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
 
+    Heavy-ball momentum in PyTorch's convention: b₁ = g₁ (no dampening at the first step), then
+    b ← μb + (1−τ)g, θ ← θ − ηb. Option ema = true: b ← βb + (1−β)g from b₀ = 0 (the exponential
+    moving average), which equals the reference form with learning rate η(1−β). Momentum keeps
+    velocity through flat regions and shallow local minima and damps oscillation across ravines.
+
     Hyperparameters default to HYPER (lr=0.1, momentum=0.9, dampening=0.0, step_size=1.0, gamma=0.5, l1=0.0001, l2=0.001, clip_norm=1.0, clip_value=0.5).
     """
     hv, hd = _hyper(hyper)

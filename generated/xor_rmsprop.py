@@ -346,6 +346,10 @@ def step(params, state, X, Y, **hyper):
     """One in-place rmsprop update of params and state on the batch (X, Y); returns
     the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
 
+    RMSProp (PyTorch): v ← αv+(1−α)g²; centered: ḡ ← ḡ+(1−α)(g−ḡ) and the denominator uses v−ḡ²;
+    b ← μb + g/(√v + ε), θ ← θ − ηb (μ = 0: no momentum). No bias correction. Divides each
+    parameter's step by a running RMS of its gradients.
+
     Hyperparameters default to HYPER (lr=0.01, alpha=0.99, eps=1e-08, momentum=0.0).
     """
     hv, hd = _hyper(hyper)

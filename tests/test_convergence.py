@@ -20,9 +20,7 @@ CONFIGS = [
     ("adagrad", {"name": "adagrad", "lr": 0.5}, 3000, 60000),
     ("adagrad_optax", {"name": "adagrad", "eps_inside_sqrt": True, "lr": 0.5, "initial_accumulator_value": 0.1,
                        "eps": 1e-7}, 3000, 60000),
-    # Adadelta crawls along Rosenbrock's curved valley (a known weakness): only the descent into
-    # the valley is asserted for it (see test_rosenbrock).
-    ("adadelta", {"name": "adadelta", "lr": 0.1, "rho": 0.9, "eps": 1e-6}, 20000, 200000),
+    ("adadelta", {"name": "adadelta", "lr": 1.0, "rho": 0.95, "eps": 1e-6}, 20000, 200000),
     ("rmsprop", {"name": "rmsprop", "lr": 1e-3}, 10000, 60000),
     ("rmsprop_centered", {"name": "rmsprop", "centered": True, "lr": 1e-3, "momentum": 0.5}, 3000, 60000),
     ("adam", {"name": "adam", "lr": 0.02}, 3000, 60000),
@@ -46,13 +44,15 @@ def test_parabola(tmp_path_factory, label, optimizer, steps, _):
     assert values[-1] < 1e-3 < values[0]
 
 
+# Adadelta's step does not shrink by itself: at a constant rate it rattles across Rosenbrock's
+# ravine (value ~2 after 2M steps); with inverse-time decay it reaches the minimum.
+ROSENBROCK_SCHEDULE = {"adadelta": {"name": "inverse_time", "decay": 1e-3, "per": "step"}}
+
+
 @pytest.mark.parametrize("label,optimizer,_,steps", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_rosenbrock(tmp_path_factory, label, optimizer, _, steps):
-    module = _load(tmp_path_factory, f"rosenbrock_{label}", ROSENBROCK, optimizer)
+    module = _load(tmp_path_factory, f"rosenbrock_{label}", ROSENBROCK, optimizer, ROSENBROCK_SCHEDULE.get(label))
     path, values = module.minimize([-1.2, 1.0], steps=steps)
-    if label == "adadelta":
-        assert values[-1] < values[0] / 50 and path[-1, 0] > 0.5
-        return
     np.testing.assert_allclose(path[-1], [1.0, 1.0], atol=5e-2, err_msg=label)
 
 

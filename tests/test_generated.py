@@ -183,3 +183,10 @@ def test_generated_module_runs_without_jit_and_without_derive(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok")
+
+
+def test_step_docstring_states_the_optimizer_convention(generated):
+    import generated.xor_momentum as momentum
+
+    doc = " ".join(momentum.step.__doc__.split())
+    assert "b₁ = g₁ (no dampening at the first step)" in doc and "HYPER" in doc

@@ -8,6 +8,7 @@ preallocated arrays, bias and column-sum loops). The template only arranges them
 from __future__ import annotations
 
 import hashlib
+import textwrap
 import json
 import math
 import pprint
@@ -203,6 +204,7 @@ def render_module(d: Derivation) -> str:
         "param_names_repr": repr(tuple(P)),
         "param_names": P,
         "hyper_repr": repr(model.hyper()),
+        "optimizer_doc": textwrap.wrap(d.optimizer.doc, 92),
         "hyper_doc": ", ".join(f"{k}={v!r}" for k, v in model.hyper().items()),
         "hyper_checks": _hyper_checks(model.hyper_rules()),
         "init_repr": repr(tuple((s, round(gain, 15)) for s, gain in init)),
