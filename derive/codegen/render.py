@@ -8,10 +8,10 @@ preallocated arrays, bias and column-sum loops). The template only arranges them
 from __future__ import annotations
 
 import hashlib
-import textwrap
 import json
 import math
 import pprint
+import textwrap
 from pathlib import Path
 
 import jinja2
