@@ -119,17 +119,22 @@ def _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2):
 
 
 @numba.njit(**_JIT)
-def _update_one(P, G, S_v, S_u, t, epoch, clip_coef, lr, rho, eps):
+def _update_one(P, Q, G, S_v, R_v, S_u, R_u, t, epoch, clip_coef, lr, rho, eps):
     # update.v: v <- g**2*(1 - rho) + rho*v
     # update.delta: delta <- g*sqrt(eps + u)/sqrt(eps + v)
     # update.u: u <- delta**2*(1 - rho) + rho*u
     # update.theta: theta <- -delta*lr + theta
     _h0 = 1.0 - rho
     _h1 = -lr
+    # reads parameters and state from P, S_*; writes them to Q, R_* (the same arrays for an
+    # in-place step; the other buffer in train, so the previous values survive a failed step)
     p = P.reshape(-1)
+    q = Q.reshape(-1)
     gr = G.reshape(-1)
     s_v = S_v.reshape(-1)
+    r_v = R_v.reshape(-1)
     s_u = S_u.reshape(-1)
+    r_u = R_u.reshape(-1)
     for k in range(p.size):
         theta = p[k]
         g = gr[k]
@@ -143,27 +148,87 @@ def _update_one(P, G, S_v, S_u, t, epoch, clip_coef, lr, rho, eps):
         u = _h0*delta**2 + rho*u
         # update.theta: theta <- -delta*lr + theta
         theta = _h1*delta + theta
-        p[k] = theta
-        s_v[k] = v
-        s_u[k] = u
+        q[k] = theta
+        r_v[k] = v
+        r_u[k] = u
 
 
 @numba.njit(**_JIT)
-def _update(W1, b1, W2, b2, gW1, gb1, gW2, gb2, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, t, epoch, lr, rho, eps):
+def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, v_W1_out, v_b1_out, v_W2_out, v_b2_out, u_W1_out, u_b1_out, u_W2_out, u_b2_out, t, epoch, lr, rho, eps):
     clip_coef = 1.0
-    _update_one(W1, gW1, v_W1, u_W1, t, epoch, clip_coef, lr, rho, eps)
-    _update_one(b1, gb1, v_b1, u_b1, t, epoch, clip_coef, lr, rho, eps)
-    _update_one(W2, gW2, v_W2, u_W2, t, epoch, clip_coef, lr, rho, eps)
-    _update_one(b2, gb2, v_b2, u_b2, t, epoch, clip_coef, lr, rho, eps)
+    _update_one(W1, W1_out, gW1, v_W1, v_W1_out, u_W1, u_W1_out, t, epoch, clip_coef, lr, rho, eps)
+    _update_one(b1, b1_out, gb1, v_b1, v_b1_out, u_b1, u_b1_out, t, epoch, clip_coef, lr, rho, eps)
+    _update_one(W2, W2_out, gW2, v_W2, v_W2_out, u_W2, u_W2_out, t, epoch, clip_coef, lr, rho, eps)
+    _update_one(b2, b2_out, gb2, v_b2, v_b2_out, u_b2, u_b2_out, t, epoch, clip_coef, lr, rho, eps)
+
+
+@numba.njit(**_JIT)
+def _batch_step(X, Y, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, v_W1_out, v_b1_out, v_W2_out, v_b2_out, u_W1_out, u_b1_out, u_W2_out, u_b2_out, t, epoch, lr, rho, eps):
+    """Forward, loss; if the loss is finite: backward and the update from the parameters and
+    state in the first buffer into the second. Returns the loss of the first buffer."""
+    _forward(X, W1, b1, W2, b2, Z1, A1, Z2, A2)
+    value = _loss(Z2, A2, Y)
+    if not math.isfinite(value):
+        return value
+    _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2)
+    _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, v_W1_out, v_b1_out, v_W2_out, v_b2_out, u_W1_out, u_b1_out, u_W2_out, u_b2_out, t, epoch, lr, rho, eps)
+    return value
 
 
 @numba.njit(**_JIT)
 def _step(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, t, epoch, lr, rho, eps):
-    _forward(X, W1, b1, W2, b2, Z1, A1, Z2, A2)
-    value = _loss(Z2, A2, Y)
-    _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2)
-    _update(W1, b1, W2, b2, gW1, gb1, gW2, gb2, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, t, epoch, lr, rho, eps)
-    return value
+    return _batch_step(X, Y, W1, b1, W2, b2, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, t, epoch, lr, rho, eps)
+
+
+@numba.njit(**_JIT)
+def _permutations(n, epochs, seed):
+    """The row order of every epoch of train(..., shuffle=True, seed=seed)."""
+    np.random.seed(seed)
+    perm = np.arange(n)
+    out = np.empty((epochs, n), dtype=np.int64)
+    for e in range(epochs):
+        np.random.shuffle(perm)
+        out[e] = perm
+    return out
+
+
+@numba.njit(**_JIT)
+def _train(X, Y, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, v_W1_out, v_b1_out, v_W2_out, v_b2_out, u_W1_out, u_b1_out, u_W2_out, u_b2_out, Xb, Yb, perm, history, epochs, batch_size, shuffle, seed, t0, epoch0, lr, rho, eps):
+    """The whole run: epochs x mini-batches, fresh shuffle per epoch, in one compiled call.
+    Returns (status, epoch, batch, steps, flip): status 1 when a batch loss was not finite
+    (then no update was made for it); flip 1 when the latest parameters are in the *_out buffers."""
+    n = X.shape[0]
+    B = min(batch_size, n)
+    nb = (n + B - 1) // B
+    np.random.seed(seed)
+    for i in range(n):
+        perm[i] = i
+    t = t0
+    flip = 0
+    for e in range(epochs):
+        if shuffle:
+            np.random.shuffle(perm)
+        total = 0.0
+        for b in range(nb):
+            s = b * B
+            r = min(B, n - s)
+            for i in range(r):
+                row = perm[s + i]
+                for j in range(X.shape[1]):
+                    Xb[i, j] = X[row, j]
+                for j in range(Y.shape[1]):
+                    Yb[i, j] = Y[row, j]
+            if flip == 0:
+                value = _batch_step(Xb[:r], Yb[:r], W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1[:r], A1[:r], Z2[:r], A2[:r], D1[:r], D2[:r], gW1, gb1, gW2, gb2, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, v_W1_out, v_b1_out, v_W2_out, v_b2_out, u_W1_out, u_b1_out, u_W2_out, u_b2_out, t + 1, epoch0 + e, lr, rho, eps)
+            else:
+                value = _batch_step(Xb[:r], Yb[:r], W1_out, b1_out, W2_out, b2_out, W1, b1, W2, b2, Z1[:r], A1[:r], Z2[:r], A2[:r], D1[:r], D2[:r], gW1, gb1, gW2, gb2, v_W1_out, v_b1_out, v_W2_out, v_b2_out, u_W1_out, u_b1_out, u_W2_out, u_b2_out, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, t + 1, epoch0 + e, lr, rho, eps)
+            if not math.isfinite(value):
+                return 1, e, b, t - t0, flip
+            t += 1
+            flip = 1 - flip
+            total += value * r
+        history[e] = total / n
+    return 0, epochs, 0, t - t0, flip
 
 
 # --------------------------------------------------------------------------- Python API
@@ -341,6 +406,7 @@ def gradients(params, X, Y, **hyper):
 def step(params, state, X, Y, **hyper):
     """One in-place adadelta update of params and state on the batch (X, Y); returns
     the loss before it. state['t'] counts steps; schedules per epoch read state['epoch'].
+    A non-finite loss is returned without any update (params and state unchanged).
 
     Adadelta (Zeiler 2012, PyTorch defaults): v ← ρv+(1−ρ)g², Δ = √(u+ε)/√(v+ε)·g, u ←
     ρu+(1−ρ)Δ², θ ← θ − ηΔ with η = 1 by default (the paper's form).
@@ -355,5 +421,61 @@ def step(params, state, X, Y, **hyper):
     Zs, As, Ds = _workspace(arrays, X.shape[0])
     grads = [np.empty_like(p) for p in arrays]
     value = float(_step(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], Zs[0], As[0], Zs[1], As[1], Ds[0], Ds[1], grads[0], grads[1], grads[2], grads[3], state['v_W1'], state['v_b1'], state['v_W2'], state['v_b2'], state['u_W1'], state['u_b1'], state['u_W2'], state['u_b2'], t, epoch, *hv))
-    state["t"] = t
+    if math.isfinite(value):
+        state["t"] = t
     return value
+
+
+def _int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        _fail(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def permutations(n, epochs, seed=0):
+    """The row order train(..., shuffle=True, seed=seed) uses in each epoch: (epochs, n) ints."""
+    return _permutations(_int("n", n, 1), _int("epochs", epochs, 0), _int("seed", seed, 0))
+
+
+def train(params, state, X, Y, epochs=1, batch_size=32, seed=0, shuffle=True, **hyper):
+    """Train in one compiled call: `epochs` passes over (X, Y) in mini-batches of `batch_size`
+    (full batch when batch_size >= n, stochastic when 1, a last partial batch when n is not a
+    multiple), rows reshuffled every epoch from `seed` (see permutations()). params and state
+    are updated in place; schedules advance per step (state['t']) or per epoch (state['epoch']).
+
+    Returns {'loss': mean loss of each completed epoch (as the batches were seen), 'status':
+    'ok' or 'non-finite', 'epoch', 'batch' (where a non-finite loss stopped it), 'steps'}.
+    After a non-finite loss, params and state are those of the last step whose loss was finite.
+    """
+    hv, hd = _hyper(hyper)
+    arrays, X, Y = _inputs(params, X, Y, writeable=True)
+    state = _state(state, arrays)
+    epochs = _int("epochs", epochs, 0)
+    batch_size = _int("batch_size", batch_size, 1)
+    seed = _int("seed", seed, 0)
+    n = X.shape[0]
+    B = min(batch_size, n)
+    Zs, As, Ds = _workspace(arrays, B)
+    grads = [np.empty_like(p) for p in arrays]
+    outs = [p.copy() for p in arrays]
+    state_keys = [f"{s}_{p}" for s in STATE_NAMES for p in PARAM_NAMES] + list(SCALAR_STATE)
+    state_out = {k: state[k].copy() for k in state_keys}
+    Xb = np.empty((B, X.shape[1]), X.dtype)
+    Yb = np.empty((B, Y.shape[1]), Y.dtype)
+    perm = np.empty(n, dtype=np.int64)
+    history = np.full(epochs, np.nan)
+    t0 = int(state["t"])
+    status, epoch, batch, steps, flip = _train(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], outs[0], outs[1], outs[2], outs[3], Zs[0], As[0], Zs[1], As[1], Ds[0], Ds[1], grads[0], grads[1], grads[2], grads[3], state['v_W1'], state['v_b1'], state['v_W2'], state['v_b2'], state['u_W1'], state['u_b1'], state['u_W2'], state['u_b2'], state_out['v_W1'], state_out['v_b1'], state_out['v_W2'], state_out['v_b2'], state_out['u_W1'], state_out['u_b1'], state_out['u_W2'], state_out['u_b2'], Xb, Yb, perm, history, epochs, batch_size, bool(shuffle), seed, t0, int(state['epoch']), *hv)
+    if status == 1 and steps > 0:
+        flip = 1 - flip  # the last finite parameters are in the other buffer
+        steps -= 1
+    if flip == 1:
+        for p, o in zip(arrays, outs):
+            p[...] = o
+        for k in state_keys:
+            state[k][...] = state_out[k]
+    state["t"] = t0 + steps
+    if status == 0:
+        state["epoch"] = int(state["epoch"]) + epochs
+    return {"loss": history[: epoch if status else epochs], "status": "non-finite" if status else "ok",
+            "epoch": int(epoch), "batch": int(batch), "steps": int(steps)}

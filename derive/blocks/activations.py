@@ -55,9 +55,12 @@ class ActivationRule:
     params: Mapping[str, Param] = field(default_factory=dict)
     doc: str = ""
     latex_name: str = ""
+    #: Where a user-defined activation was declared ("spec.toml:12"); empty for built-ins.
+    declared: str = ""
 
     def symbols(self) -> dict[str, sp.Symbol]:
-        return {p: sp.Symbol(p if p != "slope" else "s", positive=True) for p in self.params}
+        """Parameter name -> its (positive) symbol; the built-in leaky-ReLU slope reads ``s``."""
+        return {p: sp.Symbol("s" if p == "slope" and not self.declared else p, positive=True) for p in self.params}
 
     def expr(self) -> sp.Expr:
         """:math:`f(z)` with symbolic parameters."""
@@ -84,6 +87,14 @@ REGISTRY: dict[str, ActivationRule] = {}
 
 def _register(rule: ActivationRule) -> None:
     REGISTRY[rule.name] = rule
+
+
+def register(rule: ActivationRule) -> ActivationRule:
+    """Add a user-defined activation (see :mod:`derive.userblocks`, which checks the name first)."""
+    if not rule.declared:
+        raise ValueError("register() is for user-defined activations (set `declared`)")
+    REGISTRY[rule.name] = rule
+    return rule
 
 
 _register(ActivationRule("identity", lambda z: z, doc="f(z) = z (linear output)"))
@@ -161,16 +172,50 @@ def _max_derivative(d: sp.Expr) -> sp.Expr | None:
     return max(finite, key=lambda c: float(abs(c))) if finite else None
 
 
+def _printable(expr: sp.Expr) -> bool:
+    """Whether the kernel printer can print ``expr`` (an output form may use e.g. ``erfinv``)."""
+    from ..codegen.printer import KernelPrinter
+
+    try:
+        KernelPrinter().doprint(expr)
+    except Exception:  # noqa: BLE001 (any printer failure means: not printable)
+        return False
+    return True
+
+
+#: Extra points at which a user activation's output form must equal its derivative: a dense
+#: grid, because the user's f need not be monotone between the sparse sample points.
+DENSE_Z = tuple(round(-8 + 0.25 * k + 0.0137, 4) for k in range(65))
+
+
+def _trusted_output_form(raw: sp.Expr, f: sp.Expr) -> sp.Expr | None:
+    """For user activations: the output form only if it is printable and equals ``raw`` on a
+    dense grid (``a`` computed from ``f``); None otherwise."""
+    out = output_form(raw, f)
+    if out is None or not _printable(out):
+        return None
+    f_plain = f.rewrite(sp.log) if f.has(sp.Function) else f
+    points = [{**p, a: f_plain.subs(p)} for p in sample_points(raw.free_symbols | f.free_symbols, DENSE_Z)]
+    return out if numerically_equal(out, raw, points) else None
+
+
 @functools.cache
 def forms(name: str) -> ActivationForms:
-    """Derive everything the derivation and code generator need (cached: SymPy is slow)."""
+    """Derive everything the derivation and code generator need (cached: SymPy is slow).
+
+    User-defined activations (``rule.declared``) take the same path with two extra guards: an
+    output form must be printable and must match SymPy's derivative on a dense grid, and the
+    symbolic bound of |f'| (informative only; ``sp.solve`` can be slow on arbitrary input) is
+    not searched.
+    """
     rule = REGISTRY[name]
     f = rule.expr()
     raw = sp.diff(f, z)
-    out = output_form(raw, f)
+    out = _trusted_output_form(raw, f) if rule.declared else output_form(raw, f)
     derivative = out if out is not None else sigmoid_form(raw)
     assert out is not None or numerically_equal(derivative, raw, sample_points(raw.free_symbols))
-    return ActivationForms(stabilize(f), raw, derivative, out is not None, _max_derivative(raw))
+    max_derivative = None if rule.declared else _max_derivative(raw)
+    return ActivationForms(stabilize(f), raw, derivative, out is not None, max_derivative)
 
 
 def value_range(name: str, params: Mapping[str, float]) -> tuple[float, float]:

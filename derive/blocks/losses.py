@@ -27,6 +27,8 @@ class LossRule:
     needs_range: tuple[float, float] | None = None
     # Value of each log term's floor when computed from probabilities (torch clamps at -100).
     log_floor: float | None = None
+    #: Where a user-defined loss was declared ("spec.toml:12"); empty for built-ins.
+    declared: str = ""
 
 
 REGISTRY: dict[str, LossRule] = {
@@ -36,6 +38,14 @@ REGISTRY: dict[str, LossRule] = {
         "binary cross-entropy (targets in [0, 1])", needs_range=(0.0, 1.0), log_floor=-100.0),
 }
 ALIASES = {"binary_crossentropy": "bce", "cross_entropy": "bce", "l2": "mse"}
+
+
+def register(rule: LossRule) -> LossRule:
+    """Add a user-defined loss (see :mod:`derive.userblocks`, which checks the name first)."""
+    if not rule.declared:
+        raise ValueError("register() is for user-defined losses (set `declared`)")
+    REGISTRY[rule.name] = rule
+    return rule
 
 
 def get(name: str, where: str) -> LossRule:

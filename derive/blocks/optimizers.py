@@ -87,6 +87,9 @@ class OptimizerRule:
     make: Callable[..., Equations]
     options: Mapping[str, bool] = field(default_factory=dict)
     doc: str = ""
+    #: Where a user-defined optimizer was declared ("spec.toml:12"); empty for built-ins and
+    #: for optimizers declared with :func:`custom`.
+    declared: str = ""
 
     def equations(self, options: Mapping[str, bool] | None = None) -> Equations:
         return self.make(**{**self.options, **(options or {})})
@@ -132,6 +135,9 @@ def custom(name: str, hyper: Mapping[str, Hyper | float], updates: list[tuple[st
     from ..spec import check_name
 
     check_name(name, f"optimizer {name!r}", "optimizer")
+    if name in BUILTIN or (name in REGISTRY and REGISTRY[name].declared):
+        raise SpecError(f"optimizer {name!r} already exists (built in or declared in "
+                        f"{REGISTRY[name].declared or 'derive'}); choose another name", f"optimizer {name!r}")
     hyper = {k: v if isinstance(v, Hyper) else Hyper(float(v)) for k, v in hyper.items()}
     state = {k: sp.sympify(v) for k, v in (state or {}).items()}
     allowed = {theta, g, t, *(H(k) for k in hyper), *(S(k) for k in state)}
@@ -278,6 +284,10 @@ register(OptimizerRule("nadam", _nadam, doc=(
     "NAdam (PyTorch): Adam with Nesterov momentum and the momentum schedule "
     "μ_t = β₁(1 − ½·0.96^(tψ)), Π ← Π·μ_t; θ ← θ − η(1−μ_t)/(1−Π)·g/den − ημ_{t+1}/(1−Πμ_{t+1})·m/den "
     "with den = √(v/(1−β₂ᵗ)) + ε.")))
+
+
+#: The optimizers that ship with derive: never replaced by custom() or spec files.
+BUILTIN = frozenset(REGISTRY)
 
 
 def get(name: str, where: str) -> OptimizerRule:

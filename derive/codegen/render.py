@@ -136,24 +136,45 @@ def render_module(d: Derivation) -> str:
     H = list(model.hyper())
     ST = [f"{sname}_{p}" for sname in rule_eqs.state for p in P]
     SC = [f"{n}_state" for n in rule_eqs.scalar_state]
+
+    def out(names: list[str]) -> list[str]:
+        return [f"{n}_out" for n in names]
+
     args = {
         "forward": ["X", *P, *ZA],
         "backward": ["X", "Y", *P, *ZA, *D, *G],
-        "update": [*P, *G, *ST, *SC, "t", "epoch", *H],
+        "update": [*P, *out(P), *G, *ST, *out(ST), *SC, *out(SC), "t", "epoch", *H],
+        "batch": ["X", "Y", *P, *out(P), *ZA, *D, *G, *ST, *out(ST), *SC, *out(SC), "t", "epoch", *H],
         "step": ["X", "Y", *P, *ZA, *D, *G, *ST, *SC, "t", "epoch", *H],
+        "train": ["X", "Y", *P, *out(P), *ZA, *D, *G, *ST, *out(ST), *SC, *out(SC), "Xb", "Yb", "perm",
+                  "history", "epochs", "batch_size", "shuffle", "seed", "t0", "epoch0", *H],
     }
     py = {"X": "X", "Y": "Y"}
     py.update({p: f"arrays[{i}]" for i, p in enumerate(P)})
+    py.update({f"{p}_out": f"outs[{i}]" for i, p in enumerate(P)})
     py.update({gp: f"grads[{i}]" for i, gp in enumerate(G)})
     py.update({name: f"state[{name!r}]" for name in ST})
+    py.update({f"{name}_out": f"state_out[{name!r}]" for name in ST})
     py.update({f"{n}_state": f"state[{n!r}]" for n in rule_eqs.scalar_state})
-    py.update({"t": "t", "epoch": "epoch"})
+    py.update({f"{n}_state_out": f"state_out[{n!r}]" for n in rule_eqs.scalar_state})
+    py.update({k: k for k in ("t", "epoch", "Xb", "Yb", "perm", "history", "epochs", "batch_size", "seed", "t0")})
+    py.update({"shuffle": "bool(shuffle)", "epoch0": "int(state['epoch'])"})
     for l in range(1, L + 1):
         py.update({f"Z{l}": f"Zs[{l - 1}]", f"A{l}": f"As[{l - 1}]", f"D{l}": f"Ds[{l - 1}]"})
 
     def call(kind: str) -> str:
         names = [py[n] for n in args[kind] if n not in H]
-        return ", ".join(names + (["*hv"] if kind in ("update", "step") and H else []))
+        return ", ".join(names + (["*hv"] if kind in ("update", "step", "train") and H else []))
+
+    # _step is _batch_step in place: each *_out buffer is its input buffer.
+    in_place = {f"{n}_out": n for n in [*P, *ST, *SC]}
+    step_batch_call = ", ".join(in_place.get(n, n) for n in args["batch"])
+    # _train alternates the buffers and passes views of the first r rows of the workspaces.
+    rows = {n: f"{n}[:r]" for n in ZA + D}
+    rows.update({"X": "Xb[:r]", "Y": "Yb[:r]", "t": "t + 1", "epoch": "epoch0 + e"})
+    swap = {**{f"{n}_out": n for n in [*P, *ST, *SC]}, **{n: f"{n}_out" for n in [*P, *ST, *SC]}}
+    train_call_a = ", ".join(rows.get(n, n) for n in args["batch"])
+    train_call_b = ", ".join(rows.get(n, swap.get(n, n)) for n in args["batch"])
 
     reg_call = "".join(f", hd[{k!r}]" for k, _ in model.regularization if k in ("l1", "l2"))
 
@@ -236,6 +257,12 @@ def render_module(d: Derivation) -> str:
         "forward_call": call("forward"),
         "backward_call": call("backward"),
         "step_call": call("step"),
+        "batch_args": ", ".join(args["batch"]),
+        "train_args": ", ".join(args["train"]),
+        "step_batch_call": step_batch_call,
+        "train_call_a": train_call_a,
+        "train_call_b": train_call_b,
+        "train_call": call("train"),
         "reg_call": reg_call,
     }
     return _environment().get_template(MODULE_TEMPLATE).render(**context)
