@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import latex  # noqa: F401  (gives Derivation its Jupyter display)
 from .derivation import Derivation, derive_model
 from .errors import BuildError, DeriveError, SpecError
 from .spec import Dense, Model, ModelSpec, load_catalogue, parse_catalogue

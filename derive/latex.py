@@ -36,7 +36,7 @@ from .blocks import activations, optimizers
 from .derivation import Derivation, Equation, derive_model, layer_symbols
 from .errors import DeriveError
 from .spec import ModelSpec
-from .text import ReadingOrder, width
+from .text import OVERWRITES, ReadingOrder, width
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 TEX_TEMPLATE = "derivation.tex.j2"
@@ -81,6 +81,11 @@ MEANING = {
     "m": "moving average of $g$ (first moment)", "vmax": "running maximum of $v$",
     "mu_product": "product $\\mu_1 \\mu_2 \\cdots \\mu_t$ of the momentum schedule",
 }
+
+
+#: The optimizers whose names the explanations and MEANING describe.
+BUILTIN_OPTIMIZERS = frozenset({"sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw",
+                                "nadam"})
 
 
 def _hyper_symbol(name: str) -> sp.Symbol:
@@ -144,6 +149,13 @@ class DerivationPrinter(ReadingOrder, LatexPrinter):
             where = r"\text{otherwise}" if cond == sp.true else r"\text{if } %s" % self._print(cond)
             rows.append(r"%s & %s" % (self._print(value), where))
         return r"\begin{cases} %s \end{cases}" % r" \\ ".join(rows)
+
+    def _print_floor(self, expr, exp=None):  # in an exponent: epoch / s, not a tiny fraction
+        folded, self._settings["fold_short_frac"] = self._settings["fold_short_frac"], True
+        try:
+            return super()._print_floor(expr, exp)
+        finally:
+            self._settings["fold_short_frac"] = folded
 
     def _print_Function(self, expr, exp=None):
         if expr.func.__name__ == "ell":
@@ -233,7 +245,7 @@ def row(eq: Equation, lhs: str | None = None, part: str = "rhs", rel: str | None
     expr = eq.rhs if part == "rhs" else eq.steps[int(part[6:-1])]
     pivot = eq.lhs if isinstance(eq.lhs, sp.Symbol) else None
     if rel is None:
-        rel = r"\leftarrow" if eq.kind in ("update", "regularize") else "="
+        rel = r"\leftarrow" if eq.kind in OVERWRITES else "="
     return Row(tex(eq.lhs) if lhs is None else lhs, rel, _split(expr, pivot, limit),
                eq.key if tag and part == "rhs" else "", eq, part)
 
@@ -406,21 +418,24 @@ def _vanishing_section(d: Derivation) -> Section | None:
            "(for the sigmoid: $\\sigma'(0) = 1/4$), for this model's hidden layers:")
     s.table(["layer $l$", "activation", "$c_l = \\sup_z |f_l'(z)|$"], body)
     if any(c is None for _, _, c in known):
-        s.text("A layer without a symbolic bound leaves the product below open.")
+        s.text("A layer without a symbolic bound leaves the product through all hidden layers open; the "
+               "inequality above still holds for each layer whose $c_l$ is known.")
         return s
     product = sp.Mul(*[c for _, _, c in known])
     hidden_n = len(known)
-    chain = r"\Bigl(\prod_{l=1}^{%d} c_{l}\Bigr) \prod_{l=2}^{%d} \lVert W_{l} \rVert_2 \, \lVert \Delta_{%d} \rVert_F" % (
-        hidden_n, m.depth, m.depth)
-    s.text(f"Applied through all {hidden_n} hidden layer{'s' if hidden_n > 1 else ''}:")
+    chain = (r"\Bigl(\prod_{l=1}^{%d} c_{l}\Bigr) \prod_{l=2}^{%d} \lVert W_{l} \rVert_2 \, "
+             r"\lVert \Delta_{%d} \rVert_F" % (hidden_n, m.depth, m.depth))
+    s.text(f"Applied through all {hidden_n} hidden layers:" if hidden_n > 1 else "Applied through the hidden layer:")
     value = tex(product)
     bases = {c for _, _, c in known}
     if len(bases) == 1 and product != 1:
         (c,) = bases
         value += " = " + (r"%s^{-%d}" % (tex(1 / c), hidden_n) if (1 / c).is_Integer else
                           r"\left(%s\right)^{%d}" % (tex(c), hidden_n))
-    s.display(Row(r"\lVert \Delta_{1} \rVert_F", r"\le", [chain]),
-              Row(r"\prod_{l=1}^{%d} c_{l}" % hidden_n, "=", [value]))
+    bound = [Row(r"\lVert \Delta_{1} \rVert_F", r"\le", [chain])]
+    if product != 1:
+        bound.append(Row(r"\prod_{l=1}^{%d} c_{l}" % hidden_n, "=", [value]))
+    s.display(*bound)
     if product < 1:
         s.text(f"So the error reaching the first layer, and with it $\\partial L / \\partial W_1 = A_0^{{\\top}} "
                f"\\Delta_1$, is at most ${tex(product, inline=True)}$ times the product of the weight norms times the "
@@ -509,10 +524,9 @@ def _explanations(d: Derivation) -> list[str]:
             out.append("NAdam uses Nesterov momentum: the step combines the current gradient, weighted "
                        "$1 - \\mu_t$, with the momentum one step ahead, weighted $\\mu_{t+1}$, where "
                        "$\\mu_t = \\beta_1 (1 - \\tfrac12 \\cdot 0.96^{t\\psi})$ and $\\Pi = \\mu_1 \\cdots \\mu_t$.")
-    else:
-        doc = optimizers.REGISTRY[name].doc
-        if doc:
-            out.append(doc)
+    else:  # declared by the user: its equations speak for themselves
+        out.append(f"`{name}` is declared in the spec file; its state, hyperparameters and update equations "
+                   "below are derived and computed exactly as those of the built-in optimizers.")
     return out
 
 
@@ -544,6 +558,12 @@ def _optimizer_section(d: Derivation) -> Section:
     m = d.model
     spec_eqs = d.optimizer_equations
     s = Section(f"Optimizer: {m.optimizer.name}")
+    own = set(spec_eqs.hyper) | set(spec_eqs.state) | set(spec_eqs.scalar_state)
+
+    def meaning(name: str) -> str:  # a user-declared optimizer's names mean what its equations say
+        builtin = m.optimizer.name in BUILTIN_OPTIMIZERS
+        return MEANING.get(name, "") if builtin or name not in own or name == "lr" else ""
+
     for text in _explanations(d):
         s.text(text)
     options = [f"`{k}`" for k, v in m.optimizer.options if v]
@@ -551,15 +571,14 @@ def _optimizer_section(d: Derivation) -> Section:
         s.text("Options: " + ", ".join(options) + ".")
     body = []
     for k, v in m.hyper().items():
-        body.append([f"${tex(_hyper_symbol(k))}$", f"`{k}`", f"${_num(v)}$", MEANING.get(k, "")])
+        body.append([f"${tex(_hyper_symbol(k))}$", f"`{k}`", f"${_num(v)}$", meaning(k)])
     s.text("Hyperparameters are kernel arguments: `step(..., lr=0.05)` overrides the value below "
            "without a rebuild.")
     s.table(["symbol", "name", "value", "meaning"], body, wrap_last=True)
     state_rows = []
-    for k, init in spec_eqs.state.items():
-        state_rows.append([f"${tex(optimizers.S(k))}$", "per parameter element", f"${tex(init, inline=True)}$", MEANING.get(k, "")])
-    for k, init in spec_eqs.scalar_state.items():
-        state_rows.append([f"${tex(optimizers.S(k))}$", "one scalar", f"${tex(init, inline=True)}$", MEANING.get(k, "")])
+    for kept, state in (("per parameter element", spec_eqs.state), ("one scalar", spec_eqs.scalar_state)):
+        for k, init in state.items():
+            state_rows.append([f"${tex(optimizers.S(k))}$", kept, f"${tex(init, inline=True)}$", meaning(k)])
     if state_rows:
         s.text("State, kept between steps; $t$ counts steps from 1:")
         s.table(["state", "kept", "initially", "meaning"], state_rows, wrap_last=True)
@@ -663,7 +682,7 @@ def md_prose(text: str) -> str:
             out.append(f"${part}$")
             continue
         for j, chunk in enumerate(part.split("`")):
-            out.append(f"`{chunk}`" if j % 2 else re.sub(r"([\\*_\[\]<>|])", r"\\\1", chunk))
+            out.append(f"`{chunk}`" if j % 2 else re.sub(r"([\\*_\[\]<|])", r"\\\1", chunk))
     return "".join(out)
 
 
@@ -712,6 +731,8 @@ def write_latex(model: ModelSpec | Derivation, path: str | Path) -> Path:
     d = model if isinstance(model, Derivation) else derive_model(model)
     path = Path(path)
     text = to_latex(d)
+    if not path.parent.is_dir():
+        raise LatexError(f"cannot write {path}: the folder {path.parent} does not exist")
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import sys
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,15 @@ NONNEG = optimizers.Hyper(0.0, 0.0, float("inf"), low_open=False)
 POSITIVE = optimizers.Hyper(1.0, 0.0, float("inf"))
 #: Names a model may not take: they would shadow the generated package's own names.
 RESERVED_NAMES = frozenset({"generated", "derive", "numpy", "numba", "math", "np"})
+#: Further names a model (or objective) may not take, because it becomes a module file: the
+#: package attribute MODELS (``import pkg.MODELS`` would replace it), the modules the generated
+#: code and its dependencies import (shadowed whenever the output folder itself is on sys.path,
+#: e.g. when a generated file is run as a script) and names Windows reserves for devices.
+MODULE_RESERVED = (frozenset({"MODELS", "scipy", "llvmlite", "jinja2", "sympy", "click", "cli", "tests"})
+                   | frozenset(sys.stdlib_module_names))
+WINDOWS_DEVICES = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)$", re.I)
+#: Longest model description (it is copied into the generated module's docstring).
+MAX_DESCRIPTION = 4000
 
 
 @dataclass(frozen=True)
@@ -143,8 +153,11 @@ class ModelSpec(TrainingSettings):
         return shapes
 
     def to_dict(self) -> dict:
-        """The model as plain data with the keys and shapes of the TOML format."""
-        return {
+        """The model as plain data with the keys and shapes of the TOML format; user-defined
+        blocks it uses are recorded under ``blocks`` (kind -> name -> their declaration)."""
+        from .userblocks import describe_blocks
+
+        out = {
             "name": self.name,
             "inputs": self.inputs,
             "layers": [layer.to_list() for layer in self.layers],
@@ -154,6 +167,10 @@ class ModelSpec(TrainingSettings):
             "clip": dict(self.clip),
             "regularization": dict(self.regularization),
         }
+        blocks = describe_blocks(self)
+        if blocks:
+            out["blocks"] = blocks
+        return out
 
     def summary(self) -> str:
         layers = " -> ".join(
@@ -175,7 +192,11 @@ class ModelSpec(TrainingSettings):
 
 
 def check_name(name: object, where: str, what: str = "model") -> str:
-    """A model/block name must be a lowercase-friendly Python identifier that shadows nothing."""
+    """A model/block name must be a lowercase-friendly Python identifier that shadows nothing.
+
+    Models and objectives become module files, so their names must also not shadow a module the
+    generated code imports (the standard library, numpy, numba, ...) or the package's ``MODELS``.
+    """
     if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
         raise SpecError(f"{what} name {name!r} is not a Python identifier "
                         "(use letters, digits and '_', not starting with a digit)", where)
@@ -184,7 +205,30 @@ def check_name(name: object, where: str, what: str = "model") -> str:
     if name.startswith("_") or name in RESERVED_NAMES:
         raise SpecError(f"{what} name {name!r} is reserved (it would shadow a module name or a "
                         "private name of the generated package)", where)
+    if what in ("model", "objective"):
+        if len(name) > 100:
+            raise SpecError(f"{what} name {name[:20]!r}... is too long (at most 100 characters: it becomes a "
+                            "file name)", where)
+        if name in MODULE_RESERVED or WINDOWS_DEVICES.match(name):
+            raise SpecError(f"{what} name {name!r} is reserved: the module {name}.py would shadow a module the "
+                            "generated code imports (or the package's MODELS, or a Windows device name)", where)
     return name
+
+
+def check_text(text: object, where: str, what: str, limit: int = MAX_DESCRIPTION, lines: bool = True) -> str:
+    """Free text copied into a generated module's docstring or comments (a description, the
+    spec file's name): it must not be able to end the docstring or comment it is copied into."""
+    if not isinstance(text, str):
+        raise SpecError(f"{what} must be a string", where)
+    if len(text) > limit:
+        raise SpecError(f"{what} is too long ({len(text)} characters; the limit is {limit})", where)
+    allowed_controls = "\n\t" if lines else ""
+    bad = next((c for c in text if (not c.isprintable() and c not in allowed_controls) or c == "\\"), None)
+    if bad is not None or '"""' in text or (not lines and '"' in text):
+        shown = bad if bad is not None else '"""' if lines else '"'
+        raise SpecError(f"{what} contains {shown!r}, which cannot be copied into the generated module's "
+                        f"docstring{'' if lines else ' or comments'}; remove it", where)
+    return text
 
 
 def _int(value: object, where: str, minimum: int = 1) -> int:
@@ -212,6 +256,10 @@ def make_layer(entry: object, where: str) -> LayerSpec:
     if not isinstance(given, Mapping):
         raise SpecError(f"layer parameters must be a table, got {given!r}", where)
     params = activations.check_params(rule, given, where)
+    if rule.declared and given:  # a user activation: finite and real with these values too
+        from .userblocks import check_activation_values
+
+        check_activation_values(rule, f"{where}: activation {rule.name!r}", params)
     return LayerSpec(units, rule.name, tuple(sorted(params.items())))
 
 
@@ -315,7 +363,7 @@ def make_model(
     loss_rule = losses.get(loss, f"{where}: loss")
     if loss_rule.needs_range is not None:
         out = built[-1]
-        lo, hi = activations.value_range(out.activation, out.param_dict)
+        lo, hi = _value_range(out, f"{where}: layers[{len(built) - 1}]")
         want_lo, want_hi = loss_rule.needs_range
         if lo < want_lo or hi > want_hi:
             raise SpecError(
@@ -325,12 +373,44 @@ def make_model(
                 f"{where}: layers[{len(built) - 1}]",
             )
     opt = make_optimizer(optimizer, f"{where}: optimizer")
-    if not isinstance(description, str):
-        raise SpecError("description must be a string", f"{where}: description")
+    check_text(description, f"{where}: description", "description")
+    check_text(source, where, "the spec source name", limit=200, lines=False)
     sched = make_schedule(schedule or "constant", f"{where}: schedule")
     clips = make_clip(clip, f"{where}: clip")
     reg = make_regularization(regularization, opt, f"{where}: regularization")
+    _check_hyper_names(opt, sched, clips, reg, where)
     return ModelSpec(name, inputs, built, loss_rule.name, opt, source, description, sched, clips, reg)
+
+
+def _value_range(layer: LayerSpec, where: str) -> tuple[float, float]:
+    """The output activation's range; a SpecError when SymPy cannot find it (user activations)."""
+    if not activations.REGISTRY[layer.activation].declared:
+        return activations.value_range(layer.activation, layer.param_dict)
+    from .userblocks import TIME_LIMIT, time_limit
+
+    try:
+        with time_limit(TIME_LIMIT, f"the range of activation {layer.activation!r}", where):
+            return activations.value_range(layer.activation, layer.param_dict)
+    except SpecError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (limits of arbitrary user expressions can fail in many ways)
+        raise SpecError(f"cannot determine the range of activation {layer.activation!r} "
+                        f"({type(exc).__name__}: {exc})", where) from None
+
+
+def _check_hyper_names(opt: OptimizerSpec, sched: ScheduleSpec, clips, reg, where: str) -> None:
+    """Every kernel hyperparameter has one name: a (user) optimizer's hyperparameter may not
+    also be one of the schedule, the regularisation or the clipping."""
+    owners: dict[str, str] = {}
+    for owner, names in ((f"optimizer {opt.name!r}", [k for k, _ in opt.hyper]),
+                         (f"schedule {sched.name!r}", [k for k, _ in sched.hyper]),
+                         ("regularization", [k for k, _ in reg]),
+                         ("clip", [CLIP_KEYS[k] for k, _ in clips])):
+        for k in names:
+            if k in owners:
+                raise SpecError(f"hyperparameter {k!r} of {owner} is also a hyperparameter of {owners[k]}; "
+                                "rename it in the optimizer", where)
+            owners[k] = owner
 
 
 def Dense(units: int, activation: str, **params: float) -> LayerSpec:  # noqa: N802 (reads like a layer)
@@ -354,31 +434,65 @@ def Model(name: str, inputs: int, layers: Sequence, loss: str, optimizer: object
 # --------------------------------------------------------------------------- TOML
 
 
-def _line_of(text: str, name: str) -> int | None:
-    pattern = re.compile(rf"^\s*\[\s*model\.(\"?){re.escape(name)}\1\s*\]", re.M)
+def _line_of(text: str, name: str, kind: str = "model") -> int | None:
+    pattern = re.compile(rf"^[ \t]*\[[ \t]*{kind}\.(\"?){re.escape(name)}\1[ \t]*\]", re.M)
     m = pattern.search(text)
     if m:
         return text.count("\n", 0, m.start()) + 1
-    m = re.search(rf"^\s*\"?{re.escape(name)}\"?\s*=", text, re.M)
+    m = re.search(rf"^[ \t]*\"?{re.escape(name)}\"?[ \t]*=", text, re.M)
     return text.count("\n", 0, m.start()) + 1 if m else None
 
 
+TOP_LEVEL = ("model", "activation", "loss", "optimizer")
+
+
 def parse_catalogue(text: str, source: str) -> dict[str, ModelSpec]:
-    """Models of a TOML catalogue text, in file order; ``source`` names it in errors."""
+    """Models of a TOML catalogue text, in file order; ``source`` names it in errors.
+
+    User-defined blocks (``[activation.NAME]``, ``[loss.NAME]``, ``[optimizer.NAME]``) are
+    validated and registered first (see :mod:`derive.userblocks`); a model may use only the
+    user blocks this text declares. If any model is invalid, the blocks this call registered are
+    unregistered again, so a failed load leaves nothing behind.
+    """
+    from . import userblocks
+
+    if not isinstance(text, str):
+        raise SpecError("a catalogue must be text", source)
+    check_text(source, source, "the spec source name", limit=200, lines=False)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"malformed TOML: {exc}", source) from None
-    unknown = sorted(set(data) - {"model"})
+    except RecursionError:
+        raise SpecError("malformed TOML: nested too deeply", source) from None
+    unknown = sorted(set(data) - set(TOP_LEVEL))
     if unknown:
-        raise SpecError(f"unknown top-level table {unknown[0]!r}{suggest(unknown[0], ['model'])}", source)
+        raise SpecError(f"unknown top-level table {unknown[0]!r}{suggest(unknown[0], TOP_LEVEL)}", source)
     table = data.get("model", {})
     if not isinstance(table, dict) or not table:
         raise SpecError("no models: declare at least one [model.NAME] table", source)
+    decls = userblocks.declare_all(data, lambda kind, name: _line_of(text, name, kind), source)
+    here = {(d.kind, d.name) for d in decls}
+    new = userblocks.register(decls)
+    try:
+        return _parse_models(text, source, table, here)
+    except BaseException:
+        userblocks.unregister(new)
+        raise
+
+
+def _parse_models(text: str, source: str, table: dict, here: set[tuple[str, str]]) -> dict[str, ModelSpec]:
+    from . import userblocks
+
     models: dict[str, ModelSpec] = {}
+    folded: dict[str, str] = {}
     for name, body in table.items():
         line = _line_of(text, name)
         where = f"{source}:{line}" if line else source
+        if isinstance(name, str) and name.lower() in folded:
+            raise SpecError(f"model names {folded[name.lower()]!r} and {name!r} differ only in case: their "
+                            "files would collide on case-insensitive file systems", where)
+        folded[name.lower() if isinstance(name, str) else name] = name
         if not isinstance(body, dict):
             raise SpecError(f"model {name!r} must be a table", where)
         extra = sorted(set(body) - set(MODEL_KEYS))
@@ -387,11 +501,19 @@ def parse_catalogue(text: str, source: str) -> dict[str, ModelSpec]:
         for key in ("inputs", "layers", "loss"):
             if key not in body:
                 raise SpecError(f"model {name!r}: missing key {key!r}", where)
-        models[name] = make_model(name, body["inputs"], body["layers"], body["loss"],
-                                  body.get("optimizer", "sgd"), source=source,
-                                  description=body.get("description", ""), where=where,
-                                  schedule=body.get("schedule"), clip=body.get("clip"),
-                                  regularization=body.get("regularization"))
+        model = make_model(name, body["inputs"], body["layers"], body["loss"],
+                           body.get("optimizer", "sgd"), source=source,
+                           description=body.get("description", ""), where=where,
+                           schedule=body.get("schedule"), clip=body.get("clip"),
+                           regularization=body.get("regularization"))
+        for kind, block in userblocks.used_blocks(model):
+            if (kind, block) not in here:
+                first = userblocks.declared(kind, block).location
+                raise SpecError(f"{kind} {block!r} is declared in another spec ({first}), not in this one; "
+                                f"declare [{kind}.{block}] here too (a catalogue uses only its own user blocks)",
+                                f"{where}: model {name!r}")
+        userblocks.check_model(model, f"{where}: model {name!r}")
+        models[name] = model
     return models
 
 

@@ -39,16 +39,17 @@ HYPER_NAMES = frozenset({
 })
 
 
-def _rank(factor: sp.Basic) -> int:
-    """Order of a factor in a printed product: numbers, hyperparameters, errors e_l, the rest."""
+def _rank(factor: sp.Basic) -> tuple[int, int]:
+    """Order of a factor in a printed product: numbers, hyperparameters (a symbol before a
+    compound), errors e_l, the rest."""
     if factor.is_Number:
-        return 0
+        return 0, 0
     names = {s.name for s in factor.free_symbols}
-    if names <= HYPER_NAMES or all(n in HYPER_NAMES or n.startswith("n_") for n in names):
-        return 1
+    if all(n in HYPER_NAMES or n.startswith("n_") for n in names):
+        return 1, 0 if factor.is_Symbol else 1
     if factor.is_Symbol and factor.name.startswith("e_"):
-        return 2
-    return 3
+        return 2, 0
+    return 3, 0
 
 
 def _has_factor(term: sp.Basic, pivot: sp.Symbol) -> bool:
@@ -133,13 +134,16 @@ def width(expr: sp.Basic) -> int:
     return max(len(line) for line in pretty(expr).split("\n"))
 
 
+#: Equation kinds that overwrite their left side (θ ← θ − η·g, Π ← Π·μ_t): printed with an arrow.
+OVERWRITES = ("update", "regularize", "scalar_state")
+
 # ----------------------------------------------------------------------------- plain ASCII
 
 _ASCII = {
     "←": "<-", "→": "->", "−": "-", "·": "*", "⋅": "*", "×": "x", "∘": "o", "∈": "in", "≤": "<=", "≥": ">=",
     "‖": "||", "√": "sqrt", "∂": "d", "ℓ": "l", "ŷ": "yhat", "ḡ": "gbar", "½": "1/2", "²": "^2", "ᵗ": "^t",
     "θ": "theta", "η": "eta", "β": "beta", "μ": "mu", "τ": "tau", "ρ": "rho", "α": "alpha", "ε": "eps",
-    "λ": "lambda", "ψ": "psi", "Π": "Pi", "Δ": "Delta", "δ": "delta", "σ": "sigma", "ψ": "psi", "γ": "gamma",
+    "λ": "lambda", "ψ": "psi", "Π": "Pi", "Δ": "Delta", "δ": "delta", "σ": "sigma", "γ": "gamma",
     "κ": "kappa", "ₜ": "_t", "—": "--", "–": "-", "’": "'", "“": '"', "”": '"', "𝟙": "1",
 }
 
@@ -198,7 +202,7 @@ def _equation(d: Derivation, eq: Equation, unicode: bool) -> str:
         for step in eq.steps:
             if step != eq.rhs:
                 parts.append(show(eq.lhs, step))
-    parts.append(show(eq.lhs, eq.rhs, arrow=eq.kind in ("update", "regularize")))
+    parts.append(show(eq.lhs, eq.rhs, arrow=eq.kind in OVERWRITES))
     return "\n".join(parts)
 
 

@@ -97,22 +97,23 @@ class SpecWarning(UserWarning):
 
 #: Identifiers the generated modules use (module globals, kernel arguments and locals, wrapper
 #: locals): an optimizer hyperparameter, state variable or temporary with one of these names
-#: would shadow or be shadowed by the generated code. ``tests/test_userblocks.py`` checks that
-#: every identifier of a rendered module is covered by this set, its patterns or a prefix rule.
+#: would shadow or be shadowed by the generated code. ``tests/test_userblocks.py`` renders
+#: modules and checks that every identifier a user name could meet (in the functions that take
+#: hyperparameters or state, in init_state, and the parameters of functions taking **hyper) is
+#: covered by this set or :data:`KERNEL_PATTERNS`: a template change that adds a local fails it.
 KERNEL_NAMES = frozenset({
-    # module globals and the public API
+    # module globals the kernels and wrappers read
     "math", "numba", "np", "SPEC", "SPEC_HASH", "PARAM_NAMES", "HYPER", "STATE_NAMES", "SCALAR_STATE", "INIT",
     "MODELS", "forward", "loss", "gradients", "step", "train", "permutations", "init_params", "init_state",
     # kernel arguments and locals
-    "X", "Y", "Xb", "Yb", "P", "Q", "G", "N", "B", "L", "R", "nb", "n", "e", "b", "s", "r", "o", "w", "row", "i",
-    "j", "k", "p", "q", "gr", "theta", "g", "t", "t0", "epoch", "epoch0", "epochs", "batch", "batch_size",
-    "shuffle", "seed", "perm", "history", "flip", "value", "total", "ell", "scale", "clip_coef", "grad_norm",
-    "lr_t", "status", "steps", "delta",
-    # wrapper locals and arguments
-    "hv", "hd", "values", "arrays", "state", "state_out", "state_keys", "outs", "params", "hyper", "grads",
-    "Zs", "As", "Ds", "pname", "sname", "arr", "key", "name", "unknown", "dtype", "rng", "widths", "fan_in",
-    "fan_out", "bound", "scheme", "gain", "l", "cols", "missing", "bad", "message", "low", "writeable",
-    # constants of the expression language
+    "X", "Y", "Xb", "Yb", "P", "Q", "G", "N", "B", "L", "R", "nb", "n", "e", "b", "s", "r", "row", "i", "j", "k",
+    "p", "q", "gr", "theta", "g", "t", "t0", "epoch", "epoch0", "epochs", "batch", "batch_size", "shuffle", "seed",
+    "perm", "history", "flip", "value", "total", "ell", "scale", "clip_coef", "grad_norm", "lr_t", "status",
+    "steps", "delta", "out",
+    # locals of init_state (initial values of state read hyperparameters into locals there) and
+    # the parameters of the public functions (hyperparameters are their keyword arguments)
+    "arrays", "values", "state", "pname", "arr", "params", "hyper",
+    # constants and variables of the expression language
     "pi", "yhat", "z", "a", "y",
 }) | frozenset(dir(builtins)) | frozenset(FUNCTIONS)
 #: Patterns of generated names: per-layer arrays and symbols, per-parameter state arrays,
@@ -299,10 +300,19 @@ class Declaration:
 
     kind: str
     name: str
-    where: str
+    where: str  # the prefix of messages: "spec.toml:3: activation 'swish'"
     rule: object
     signature: tuple
     data: dict = field(compare=False)
+
+    @property
+    def location(self) -> str:
+        """Where it was declared: "spec.toml:3" (the file, and the line when known)."""
+        return _location(self.where, self.kind)
+
+
+def _location(where: str, kind: str) -> str:
+    return where.rsplit(f": {kind} ", 1)[0]
 
 
 #: (kind, name) -> the declaration registered under it in this process.
@@ -407,11 +417,11 @@ def kinks(f: sp.Expr, df: sp.Expr, var: sp.Symbol, grid: Sequence[float],
         if not all(map(math.isfinite, (f0, f1, d0, d1))):
             continue  # reported by the finiteness checks
         if abs(f0 - f1) > 1e-6 * max(1.0, abs(f0), abs(f1)):
-            found.append((at, f"is discontinuous at {var} ≈ {_fmt(at)} (it jumps from {_fmt(f0)} to "
-                              f"{_fmt(f1)}; the derivative ignores the jump)"))
+            found.append((at, f"discontinuous at {var} ≈ {_fmt(at)}: it jumps from {_fmt(f0)} to {_fmt(f1)} "
+                              "and the derivative ignores the jump"))
         elif abs(d0 - d1) > 1e-6 * max(1.0, abs(d0), abs(d1)):
-            found.append((at, f"is not differentiable at {var} ≈ {_fmt(at)} (its derivative jumps from "
-                              f"{_fmt(d0)} to {_fmt(d1)}; the kernel uses one side's value there)"))
+            found.append((at, f"not differentiable at {var} ≈ {_fmt(at)}: its derivative jumps from {_fmt(d0)} to "
+                              f"{_fmt(d1)} (the kernel uses one side's value there)"))
     return found
 
 
@@ -427,7 +437,7 @@ def _activation_rule(name: str, f: sp.Expr, params: dict[str, float], where: str
     return activations.ActivationRule(
         name, build, {p: activations.Param(v, 0.0, math.inf, "user-defined parameter (positive)")
                       for p, v in params.items()},
-        doc=f"user-defined: f(z) = {sp.sstr(f)}", declared=where)
+        doc=f"user-defined: f(z) = {sp.sstr(f)}", declared=_location(where, "activation"))
 
 
 def _param_sets(rule: activations.ActivationRule, values: Mapping[str, float] | None = None) -> list[dict]:
@@ -447,7 +457,7 @@ def check_activation_values(rule: activations.ActivationRule, where: str,
     and the sample values every rewriting is checked at); SpecError naming the point."""
     f = rule.expr()
     df = sp.diff(f, z)
-    for fixed in _param_sets(rule, values):
+    for i, fixed in enumerate(_param_sets(rule, values)):
         syms = [z, *fixed]
         at_params = "".join(f", {s} = {_fmt(v)}" for s, v in fixed.items())
         for what, expr in (("f(z)", f), ("its derivative", df)):
@@ -456,10 +466,9 @@ def check_activation_values(rule: activations.ActivationRule, where: str,
                 raise SpecError(f"{what} is {_describe_value(bad[1])} at z = {_fmt(bad[0][0])}{at_params}; an "
                                 "activation must be finite and real for every z (e.g. log(z) and 1/z are not)",
                                 where)
-        if values is None and fixed is not None:
-            derivative = kernel_function(df, syms)
-            if all(derivative(x, *fixed.values()) == 0.0 for x in Z_GRID):
-                raise SpecError("its derivative is zero everywhere: no gradient can flow through it", where)
+        derivative = kernel_function(df, syms)
+        if i == 0 and all(derivative(x, *fixed.values()) == 0.0 for x in Z_GRID):
+            raise SpecError("its derivative is zero everywhere: no gradient can flow through it", where)
 
 
 def declare_activation(name: object, body: object, where: str) -> Declaration:
@@ -487,7 +496,7 @@ def declare_activation(name: object, body: object, where: str) -> Declaration:
     check_activation_values(rule, where)
     df = sp.diff(f, z)
     for _, text in kinks(f, df, z, Z_GRID, {syms[p]: v for p, v in params.items()}):
-        warnings.warn(f"{where}: activation {name!r} {text}", SpecWarning, stacklevel=2)
+        warnings.warn(f"{where}: {text}", SpecWarning, stacklevel=2)
     data = {"expr": table["expr"], **({"params": params} if params else {})}
     signature = ("activation", sp.srepr(f), tuple(sorted(params.items())))
     return Declaration("activation", name, where, rule, signature, data)
@@ -540,10 +549,14 @@ def declare_loss(name: object, body: object, where: str) -> Declaration:
             raise SpecError(f"{what} is {_describe_value(value)} at yhat = {_fmt(p)}, y = {_fmt(t)}; a loss must be "
                             f"finite and real{inside or ' for every prediction'}{hint}", where)
     grid = sorted({p for p, _ in points})
-    for t in sorted({t for _, t in points})[:4]:
-        for _, text in kinks(ell, d_ell, yhat, grid, {y: t}):
-            warnings.warn(f"{where}: loss {name!r} (at y = {_fmt(t)}) {text}", SpecWarning, stacklevel=2)
-    rule = losses.LossRule(name, ell, f"user-defined: {sp.sstr(ell)}", needs_range, log_floor, declared=where)
+    for t in sorted({t for _, t in points}):
+        found = kinks(ell, d_ell, yhat, grid, {y: t})
+        if found:  # one warning per loss: the first target value with a kink
+            warnings.warn(f"{where}: at y = {_fmt(t)}, " + "; ".join(text for _, text in found), SpecWarning,
+                          stacklevel=2)
+            break
+    rule = losses.LossRule(name, ell, f"user-defined: {sp.sstr(ell)}", needs_range, log_floor,
+                           declared=_location(where, "loss"))
     data = {"expr": table["expr"], **({"needs_range": list(needs_range)} if needs_range else {}),
             **({"log_floor": log_floor} if log_floor is not None else {})}
     signature = ("loss", sp.srepr(ell), needs_range, log_floor)
@@ -635,6 +648,8 @@ def declare_optimizer(name: object, body: object, where: str) -> Declaration:
         raise SpecError(f"at most {MAX_HYPER} hyperparameters", f"{where}: hyper")
     hyper = {check_kernel_name(k, f"{where}: hyper", "hyperparameter"): _hyper(k, v, f"{where}: hyper: {k}")
              for k, v in given.items()}
+    hyper_data = {k: (h.default if not isinstance(given[k], Mapping) else
+                      {key: float(given[k][key]) for key in HYPER_KEYS if key in given[k]}) for k, h in hyper.items()}
     state_given = table.get("state", {})
     if not isinstance(state_given, Mapping):
         raise SpecError(f"state must be a table of initial values such as {{ m = 0 }}, got {state_given!r}",
@@ -678,9 +693,8 @@ def declare_optimizer(name: object, body: object, where: str) -> Declaration:
     eqs = optimizers.Equations(hyper, tuple(updates), state)
     _simulate(eqs, {k: h.default for k, h in hyper.items()}, where)
     doc = f"User-defined optimizer {name}: " + "; ".join(f"{tg} <- {sp.sstr(rhs)}" for tg, rhs in updates) + "."
-    rule = optimizers.OptimizerRule(name, lambda: eqs, {}, doc, declared=where)
-    data = {"hyper": {k: (h.default if h.doc != "user-defined" or (h.low, h.high) == (-math.inf, math.inf)
-                          else {"default": h.default, "min": h.low, "max": h.high}) for k, h in hyper.items()},
+    rule = optimizers.OptimizerRule(name, lambda: eqs, {}, doc, declared=_location(where, "optimizer"))
+    data = {"hyper": hyper_data,
             "state": {k: (state_given[k] if isinstance(state_given[k], str) else float(state_given[k]))
                       for k in state},
             "update": [list(p) for p in _updates(table["update"], where)]}
@@ -696,8 +710,21 @@ _DECLARE = {"activation": declare_activation, "loss": declare_loss, "optimizer":
 
 
 def declare(kind: str, name: object, body: object, where: str) -> Declaration:
-    """Validate one user block (nothing is registered)."""
-    return _DECLARE[kind](name, body, where)
+    """Validate one user block (nothing is registered); every failure is a SpecError."""
+    _identifier(name, where, kind)
+    builtin = (name in _registry(kind) and (kind, name) not in DECLARED) or name in _aliases(kind)
+    if builtin:
+        raise SpecError(f"{kind} {name!r} is built in (or declared through the Python API); a spec file "
+                        "cannot redefine it: choose another name", where)
+    try:
+        with time_limit(TIME_LIMIT, f"{kind} {name!r}", where):
+            return _DECLARE[kind](name, body, where)
+    except (SpecError, Warning):
+        raise
+    except RecursionError:
+        raise SpecError("the expression nests too deeply to differentiate", where) from None
+    except Exception as exc:  # noqa: BLE001 (SymPy raises many kinds on unusual input)
+        raise SpecError(f"cannot use this {kind} ({type(exc).__name__}: {exc})", where) from None
 
 
 def register(decls: Sequence[Declaration]) -> list[Declaration]:
@@ -711,14 +738,12 @@ def register(decls: Sequence[Declaration]) -> list[Declaration]:
         known = DECLARED.get((d.kind, d.name))
         if known is not None:
             if known.signature != d.signature:
-                raise SpecError(f"{d.kind} {d.name!r} is already declared differently (at {known.where}); a name "
-                                "keeps one definition per process, so rename one of them", d.where)
+                raise SpecError(f"this name is already declared differently, at {known.location}; a name keeps one "
+                                "definition per process, so rename one of them", d.where)
             continue
         if d.name in _registry(d.kind) or d.name in _aliases(d.kind):
             raise SpecError(f"{d.kind} {d.name!r} is built in (or declared through the Python API); a spec file "
                             "cannot redefine it: choose another name", d.where)
-        if any(n.kind == d.kind and n.name == d.name for n in new):
-            raise SpecError(f"{d.kind} {d.name!r} is declared twice", d.where)
         new.append(d)
     for d in new:
         DECLARED[(d.kind, d.name)] = d
@@ -735,14 +760,16 @@ def _clear_caches() -> None:
 
 
 def unregister(decls: Sequence[Declaration]) -> None:
-    """Remove these declarations and every cached derivation (names may then be reused)."""
-    if not decls:
-        return
+    """Remove these declarations (their names may then be declared anew). The derivation
+    caches keyed by activation and loss names are cleared when one of those is removed."""
+    removed = []
     for d in decls:
         if DECLARED.get((d.kind, d.name)) is d:
             del DECLARED[(d.kind, d.name)]
             _registry(d.kind).pop(d.name, None)
-    _clear_caches()
+            removed.append(d.kind)
+    if {"activation", "loss"} & set(removed):
+        _clear_caches()
 
 
 @contextlib.contextmanager
@@ -826,11 +853,13 @@ def check_model(model, where: str) -> None:
     if not used:
         return
     names = ", ".join(f"{k} {n!r}" for k, n in used)
+    seen = set()
     try:
         with time_limit(TIME_LIMIT, f"the user blocks of model {model.name!r} ({names})", where):
             for layer in model.layers:
-                if ("activation", layer.activation) not in used:
+                if ("activation", layer.activation) not in used or (layer.activation, layer.params) in seen:
                     continue
+                seen.add((layer.activation, layer.params))
                 rule = activations.REGISTRY[layer.activation]
                 check_activation_values(rule, f"{where}: activation {layer.activation!r}", layer.param_dict)
                 forms = activations.forms(layer.activation)

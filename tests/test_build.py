@@ -211,12 +211,15 @@ def test_python_api_builds_an_importable_package(tmp_path):
 def test_show_prints_the_optimizer_and_what_surrounds_it():
     shown = run("show", "xor_regularized", "--spec", str(CATALOGUE)).output
     assert "hyperparameters: lr = 0.1, momentum = 0.9, dampening = 0" in shown
-    assert "g ← g + l₁⋅sign(θ) + l₂⋅θ" in shown  # the derived L1/L2 gradient
-    assert "θ ← -b⋅lrₜ + θ" in shown  # the update uses the scheduled rate
+    assert "g ← g + λ₁⋅sign(θ) + λ₂⋅θ" in shown  # the derived L1/L2 gradient
+    assert "θ ← θ - ηₜ⋅b" in shown  # the update uses the scheduled rate
     assert "for t = 1" in shown and "b ← ⎨" in shown  # torch's first momentum buffer, as a case
     assert "clip_grad_norm_" in shown
+    assert "symbols: η = lr, μ = momentum, τ = dampening" in shown
     adam = run("show", "xor_adam", "--spec", str(CATALOGUE)).output
-    assert "m ← β₁⋅m + g⋅(1 - β₁)" in adam
+    assert "m ← β₁⋅m + (1 - β₁)⋅g" in adam
+    plain = run("show", "xor_regularized", "--spec", str(CATALOGUE), "--format", "text").output
+    assert plain.isascii() and "g <- g + l1*sign(theta) + l2*theta" in plain and "theta <- theta - lr_t*b" in plain
 
 
 def test_spec_records_optimizer_schedule_clipping_and_regularisation(generated):

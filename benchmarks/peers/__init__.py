@@ -88,6 +88,7 @@ from pathlib import Path
 PEERS: dict[str, str] = {
     "gemm": "benchmarks.peers.gemm",
     "derive": "benchmarks.peers.derive_peer",
+    "derive_step": "benchmarks.peers.derive_step",
     "numpy": "benchmarks.peers.numpy_peer",
     "torch_eager": "benchmarks.peers.torch_eager",
     "jax_step": "benchmarks.peers.jax_step",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..errors import SpecError, suggest
-from ..symbolic import numerically_equal, output_form, sample_points, sigmoid_form, stabilize, z
+from ..symbolic import a, numerically_equal, output_form, sample_points, sigmoid_form, stabilize, z
 
 
 @dataclass(frozen=True)
