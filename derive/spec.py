@@ -194,8 +194,10 @@ class ModelSpec(TrainingSettings):
 def check_name(name: object, where: str, what: str = "model") -> str:
     """A model/block name must be a lowercase-friendly Python identifier that shadows nothing.
 
-    Models and objectives become module files, so their names must also not shadow a module the
-    generated code imports (the standard library, numpy, numba, ...) or the package's ``MODELS``.
+    Models become modules of the output package, so their names must also not shadow a module the
+    generated code imports (the standard library, numpy, numba, ...: shadowed whenever the output
+    folder itself is on sys.path) or the package's ``MODELS``. Objectives are loaded from their
+    file path, and their names become file names: they get the length and device-name rules.
     """
     if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
         raise SpecError(f"{what} name {name!r} is not a Python identifier "
@@ -209,9 +211,11 @@ def check_name(name: object, where: str, what: str = "model") -> str:
         if len(name) > 100:
             raise SpecError(f"{what} name {name[:20]!r}... is too long (at most 100 characters: it becomes a "
                             "file name)", where)
-        if name in MODULE_RESERVED or WINDOWS_DEVICES.match(name):
+        if WINDOWS_DEVICES.match(name):
+            raise SpecError(f"{what} name {name!r} is reserved: Windows reserves {name}.py for a device", where)
+        if what == "model" and name in MODULE_RESERVED:
             raise SpecError(f"{what} name {name!r} is reserved: the module {name}.py would shadow a module the "
-                            "generated code imports (or the package's MODELS, or a Windows device name)", where)
+                            "generated code imports (or the package's MODELS)", where)
     return name
 
 

@@ -75,15 +75,22 @@ def stabilize(expr: sp.Expr) -> sp.Expr:
 
 
 def sigmoid_form(d: sp.Expr) -> sp.Expr:
-    """Rewrite ``e^{±z}`` in ``d`` through ``s = σ(z)`` (``e^{-z} = (1-s)/s``) when that removes
-    every exponential, so no intermediate overflows; ``d`` unchanged otherwise."""
-    if not d.has(sp.exp):
+    """Rewrite ``e^{±v}`` in ``d`` through ``s = σ(v)`` (``e^{-v} = (1-s)/s``) when that removes
+    every exponential and leaves a rational function of ``s`` and ``z`` (a ``log(1 - s)`` would
+    be NaN once ``s`` rounds to 1), so no intermediate overflows; ``d`` unchanged otherwise. ``v`` is the
+    argument of the exponentials (``z``, or ``βz`` for a user's swish), all ± one expression."""
+    exps = {e.args[0] for e in d.atoms(sp.exp) if z in e.args[0].free_symbols}
+    if not exps:
+        return d
+    v = min(exps, key=lambda w: (w.could_extract_minus_sign(), sp.count_ops(w), sp.srepr(w)))
+    v = -v if v.could_extract_minus_sign() else v
+    if not all(w in (v, -v) for w in exps):
         return d
     s = sp.Dummy("s", positive=True)
-    g = sp.simplify(d.subs(sp.exp(-z), (1 - s) / s))
-    if g.has(sp.exp):
+    g = sp.simplify(d.subs({sp.exp(-v): (1 - s) / s, sp.exp(v): s / (1 - s)}))
+    if g.atoms(sp.Function):  # only a rational function of s and z is overflow-free (no log(1 - s))
         return d
-    g = sp.collect(sp.expand(g), z).subs(s, Sigmoid(z))
+    g = sp.collect(sp.expand(g), z).subs(s, Sigmoid(v))
     points = sample_points(d.free_symbols)
     return g if numerically_equal(g, d, points) else d
 

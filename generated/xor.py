@@ -126,8 +126,10 @@ def _update_one(P, Q, G, t, epoch, clip_coef, lr):
     q = Q.reshape(-1)
     gr = G.reshape(-1)
     for k in range(p.size):
-        theta = p[k]
-        g = gr[k]
+        # computed in float64 whatever the arrays hold, stored back in their dtype: float32
+        # gradients of 1e-39 would otherwise underflow in g**2 while other terms do not
+        theta = np.float64(p[k])
+        g = np.float64(gr[k])
         # update.theta: theta <- -g*lr + theta
         theta = _h0*g + theta
         q[k] = theta
@@ -228,8 +230,8 @@ def _params(params, writeable=False):
     arrays = [params[k] for k in PARAM_NAMES]
     dtype = None
     for name, arr in zip(PARAM_NAMES, arrays):
-        if not isinstance(arr, np.ndarray):
-            _fail(f"params[{name!r}] must be a numpy array, got {type(arr).__name__}")
+        if type(arr) is not np.ndarray:
+            _fail(f"params[{name!r}] must be a plain numpy array, got {type(arr).__name__}; use np.asarray(...)")
         if arr.dtype not in (np.float32, np.float64):
             _fail(f"params[{name!r}] has dtype {arr.dtype}; use float32 or float64")
         dtype = dtype or arr.dtype
@@ -251,8 +253,8 @@ def _params(params, writeable=False):
 
 
 def _data(name, arr, dtype, cols):
-    if not isinstance(arr, np.ndarray):
-        _fail(f"{name} must be a numpy array, got {type(arr).__name__}")
+    if type(arr) is not np.ndarray:
+        _fail(f"{name} must be a plain numpy array, got {type(arr).__name__}; use np.asarray({name})")
     if arr.dtype != dtype:
         _fail(f"{name} has dtype {arr.dtype} but the parameters are {dtype}; convert with {name}.astype(np.{dtype})")
     if arr.ndim != 2 or arr.shape[1] != cols:
@@ -330,6 +332,10 @@ def init_state(params, **hyper):
 def _state(state, arrays):
     if not isinstance(state, dict) or "t" not in state or "epoch" not in state:
         _fail("state must be the dict returned by init_state(params)")
+    for key in ("t", "epoch"):
+        v = state[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            _fail(f"state[{key!r}] must be an integer >= 0, got {v!r}")
     for sname in STATE_NAMES:
         for pname, arr in zip(PARAM_NAMES, arrays):
             key = f"{sname}_{pname}"

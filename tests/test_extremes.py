@@ -129,14 +129,11 @@ def _step_cases(module, dtype):
 
 STEP_CASES = ("huge gradients (X huge, W1 tiny)", "tiny weights and gradients", "zero gradients (zero weights, zero X)",
               "logits of 1e9 (predictions exactly 0 or 1)", "huge weights")
-KNOWN = {
-    ("xor_rmsprop_centered", "f32", "tiny weights and gradients"): (
-        "mixed precision in the centered RMSProp kernel: with float32 gradients g ~ 1e-39, `g**2` is computed in "
-        "float32 and underflows to 0, so v = 0, while gbar = _h0*(g - gbar) + gbar is promoted to float64 by the "
-        "float64 hyperparameter _h0 = 1 - alpha and stays ~1e-41; sqrt(-gbar**2 + v) then takes a negative "
-        "argument and b, theta become NaN although v - gbar**2 = alpha*(1 - alpha)*g**2 >= 0 exactly. Fix in the "
-        "printer/template (load elements as float64, e.g. g = float(gr[k]), or keep one precision)"),
-}
+#: (model, dtype, case) -> why it is expected to fail (a strict xfail: fixed code makes it fail).
+#: Found here and fixed: centered RMSProp in float32 with gradients ~1e-39 computed g**2 in
+#: float32 (underflow to 0) but gbar**2 in float64, so sqrt(v - gbar**2) saw a negative number;
+#: the update kernel now computes every element in float64.
+KNOWN: dict[tuple[str, str, str], str] = {}
 
 
 def _step_params():
