@@ -329,7 +329,7 @@ def _hyper(hyper):
         _fail(f"unknown hyperparameter {unknown[0]!r}; this module takes {sorted(HYPER)}")
     values = {**HYPER, **hyper}
     for k, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
             _fail(f"hyperparameter {k} must be a finite number, got {v!r}")
     if not (values['lr'] > 0.0):
         _fail(f"hyperparameter lr must lie in (0, inf), got {values['lr']!r}")

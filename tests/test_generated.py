@@ -190,3 +190,16 @@ def test_step_docstring_states_the_optimizer_convention(generated):
 
     doc = " ".join(momentum.step.__doc__.split())
     assert "b₁ = g₁ (no dampening at the first step)" in doc and "HYPER" in doc
+
+
+def test_numpy_scalar_hyperparameters_are_accepted(generated):
+    import generated.xor_adam as adam
+
+    X, Y = np.zeros((4, 2)), np.ones((4, 1))
+    p1 = adam.init_params()
+    p2 = {k: v.copy() for k, v in p1.items()}
+    adam.step(p1, adam.init_state(p1), X, Y, lr=np.float32(0.5), beta1=np.float64(0.8))
+    adam.step(p2, adam.init_state(p2), X, Y, lr=float(np.float32(0.5)), beta1=0.8)
+    assert all(np.array_equal(p1[k], p2[k]) for k in p1)
+    with pytest.raises(ValueError, match="finite number"):
+        adam.step(p1, adam.init_state(p1), X, Y, lr=np.bool_(True))
