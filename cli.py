@@ -81,6 +81,68 @@ def build(spec: str, out: str | None, only: tuple[str, ...], check: bool) -> Non
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("name")
+@click.option("--data", metavar="FILE.csv|NAME",
+              help="A CSV file with a header row, or a bundled data set: xor, moons, circles, breast_cancer, "
+                   "diabetes [default: NAME when it is one].")
+@click.option("--target", metavar="COL[,COL...]", help="The CSV column(s) to predict (required with a CSV file).")
+@spec_option
+@click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Rows per step: >= the training rows is full-batch gradient descent, 1 is stochastic.")
+@click.option("--lr", type=float, help="Learning rate [default: the model's]. Every other hyperparameter of the "
+                                        "model is an option too: --momentum 0.9, --beta2 0.99, ...")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seeds the split, the initialisation (seed + k for restart k) and the shuffles.")
+@click.option("--val-split", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="Fraction of the rows held out for validation.")
+@click.option("--standardize", is_flag=True, help="Scale each input column to mean 0, std 1 (training-set statistics, "
+                                                  "saved with the model).")
+@click.option("--restarts", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train K initialisations at once on all cores; keep the best by validation loss.")
+@click.option("--init", type=click.Choice(["xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+                                           "torch_linear"]),
+              help="Weight initialiser for every layer [default: He for relu-like layers, Xavier otherwise].")
+@click.option("--save", type=click.Path(), metavar="FILE.npz", help="Save the trained model (nothing on divergence).")
+@click.option("--plot", type=click.Path(), metavar="FILE.png",
+              help="Loss curves, gradient norms and (2 inputs) the decision boundary (needs matplotlib).")
+@click.option("--log-every", type=click.IntRange(min=1), metavar="N",
+              help="Print the loss every N epochs [default: a progress bar on a terminal, 10 lines otherwise].")
+@click.option("--resume", type=click.Path(), metavar="FILE.npz", help="Continue a saved run (parameters, optimizer "
+                                                                       "state and standardisation).")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
+@click.pass_context
+def train(ctx: click.Context, name: str, data: str | None, target: str | None, spec: str, epochs: int,
+          batch_size: int, lr: float | None, seed: int, val_split: float, standardize: bool, restarts: int,
+          init: str | None, save: str | None, plot: str | None, log_every: int | None, resume: str | None,
+          dtype: str) -> None:
+    """Train model NAME on data and report: progress, final loss and accuracy, warnings.
+
+    Exit status 3 when the loss diverges (NaN or infinite): the message says where and what to try,
+    and nothing is saved.
+    """
+    from derive.runtime.command import train_command
+
+    train_command(name, data=data, target=target, spec=None if spec == DEFAULT_SPEC and not Path(spec).exists()
+                  else spec, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_split=val_split,
+                  standardize=standardize, restarts=restarts, init=init, save=save, plot=plot, log_every=log_every,
+                  resume=resume, dtype=dtype, extra=list(ctx.args))
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--data", required=True, metavar="FILE.csv|NAME", help="Rows to predict (a CSV file or bundled data).")
+@click.option("--target", metavar="COL[,COL...]", help="Target columns of the CSV to skip [default: as saved].")
+@spec_option
+@click.option("-o", "--output", "out", type=click.Path(), help="Write the predictions here as CSV [default: stdout].")
+def predict(checkpoint: str, data: str, target: str | None, spec: str, out: str | None) -> None:
+    """Predict with a model saved by `derive train --save FILE.npz`."""
+    from derive.runtime.command import predict_command
+
+    predict_command(checkpoint, data, target, None if spec == DEFAULT_SPEC and not Path(spec).exists() else spec, out)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def bench(ctx: click.Context) -> None:
     """Time a training step side by side: derive's kernels, PyTorch, JAX, NumPy (one run).
@@ -177,6 +239,59 @@ def latex(names: tuple[str, ...], spec: str, output: str | None, all_models: boo
             click.echo(f"wrote {compile_pdf(path)}")
     except LatexError as exc:
         _fail(exc)
+
+
+@main.command(name="plot-surface")
+@click.argument("preset", required=False, metavar="[PRESET]")
+@click.option("--expr", metavar="TEXT", help="f(x, y) as text instead of a preset, e.g. 'x**2 + 10*y**2'.")
+@click.option("--variables", metavar="X,Y", help="The two variable names of --expr [default: x,y].")
+@click.option("--optimizers", default="sgd,momentum,rmsprop,adam", show_default=True,
+              help="Comma-separated optimizers, each run from the same start.")
+@click.option("--start", metavar="X,Y", help="Start point [default: the preset's; -1,1 with --expr].")
+@click.option("--steps", type=click.IntRange(1, 1_000_000), help="Optimizer steps [default: the preset's; 200].")
+@click.option("--lr", metavar="LR|NAME=LR,...",
+              help="One learning rate for all, or per optimizer (sgd=0.001,adam=0.05) [default: the preset's].")
+@click.option("--box", metavar="XMIN,XMAX,YMIN,YMAX", help="The view [default: the preset's; fitted to the paths].")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The PNG file to write.")
+def plot_surface_cmd(preset: str | None, expr: str | None, variables: str | None, optimizers: str, start: str | None,
+                     steps: int | None, lr: str | None, box: str | None, output: str) -> None:
+    """Draw optimizer paths over the contours of f(x, y): a PRESET or --expr.
+
+    \b
+    Presets: rosenbrock (the curved valley), saddle (escaping a saddle point),
+    ravine (zig-zag in a narrow valley); the default is rosenbrock.
+    derive plot-surface saddle -o saddle.png
+    derive plot-surface --expr 'x**2 + 10*y**2' --start=-2,1 --lr sgd=0.05,adam=0.1 -o bowl.png
+    Objective modules are cached in $DERIVE_CACHE_DIR/objectives (or ~/.cache/derive/objectives).
+    """
+    from derive.runtime import surface as s
+
+    if preset and expr is not None:
+        raise click.UsageError("give a PRESET or --expr, not both")
+    if variables is not None and expr is None:
+        raise click.UsageError("--variables goes with --expr")
+    from derive.runtime.plots import check_png_path
+
+    check_png_path(output)
+    kwargs = {"optimizers": s.parse_names(optimizers), "steps": steps,
+              "start": None if start is None else s.parse_point(start),
+              "lr": None if lr is None else s.parse_lr(lr), "box": None if box is None else s.parse_box(box)}
+    if expr is not None:
+        names = tuple(v.strip() for v in variables.split(",")) if variables is not None else ("x", "y")
+        comparison = s.compare(expr, variables=names, optimizers=kwargs["optimizers"],
+                               start=kwargs["start"] or (-1.0, 1.0), steps=steps or 200, lr=kwargs["lr"],
+                               box=kwargs["box"])
+        title = ""
+    else:
+        name = preset or "rosenbrock"
+        comparison = s.compare_preset(name, **kwargs)
+        title = f"{name}: f(x, y) = {comparison.expr}"
+    written = s.draw_comparison(comparison, output, title=title)
+    click.echo(f"wrote {written}")
+    width = max(len(r.optimizer) for r in comparison.runs)
+    for run in comparison.runs:
+        rate = "" if run.lr is None else f"lr {run.lr:<8g}"
+        click.echo(f"  {run.optimizer:<{width}}  {rate}  {run.describe()}")
 
 
 if __name__ == "__main__":

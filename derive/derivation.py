@@ -159,6 +159,11 @@ def loss_element(act_name: str, loss_name: str) -> tuple[sp.Expr, bool]:
 # ----------------------------------------------------------------------------- the chain rule
 
 
+def dropout_rate(model: ModelSpec, l: int) -> float:
+    """The dropout rate of layer l's output (0 for the output layer and layers without dropout)."""
+    return model.dropout[l - 1] if model.dropout and l <= len(model.dropout) else 0.0
+
+
 def derive_model(model: ModelSpec) -> Derivation:
     """Build the ordered equations of ``model`` (forward, loss, deltas, gradients, update)."""
     L = model.depth
@@ -178,6 +183,13 @@ def derive_model(model: ModelSpec) -> Derivation:
         act_values.update({to_layer[rule.symbols()[k]]: v for k, v in layer.params})
         eqs.append(Equation(f"forward.a{l}", "forward", elem("a", l), forms.f.xreplace(to_layer),
                             "elementwise", l, f"{layer.activation} activation, elementwise"))
+        if dropout_rate(model, l):
+            p = dropout_rate(model, l)
+            eqs.append(Equation(f"forward.h{l}", "forward", elem("h", l), elem("m", l) * elem("a", l),
+                                "elementwise", l,
+                                f"inverted dropout while training: m_{l} = 0 with probability {p:g}, else "
+                                f"1/(1 - {p:g}), drawn per element and step; m_{l} = 1 at prediction"))
+            A[l] = mat("H", l, N, width(l))
 
     out = model.layers[-1]
     to_out = layer_symbols(model, L)
@@ -210,10 +222,12 @@ def derive_model(model: ModelSpec) -> Derivation:
             eqs.append(Equation(f"backward.e{l}", "backward", mat("E", l, N, width(l)),
                                 mat("Delta", l + 1, N, width(l + 1)) * mat("W", l + 1, width(l), width(l + 1)).T,
                                 "matmul", l, "error propagated back through W_{l+1}"))
+            mask = elem("m", l) if dropout_rate(model, l) else sp.S.One
             eqs.append(Equation(f"delta{l}", "backward", elem("delta", l),
-                                elem("e", l) * fprime.xreplace(to_layer), "elementwise", l,
+                                elem("e", l) * mask * fprime.xreplace(to_layer), "elementwise", l,
                                 f"times the derivative of {layer.activation}"
-                                + (" in its output form" if act_forms.in_output_form else ""),
+                                + (" in its output form" if act_forms.in_output_form else "")
+                                + (f" and the dropout mask m_{l}" if dropout_rate(model, l) else ""),
                                 steps=(act_forms.raw_derivative.xreplace(to_layer),)))
         Delta = mat("Delta", l, N, width(l))
         eqs.append(Equation(f"grad.W{l}", "gradients", sp.Symbol(f"dL/dW_{l}"),

@@ -296,7 +296,13 @@ def _forward_section(d: Derivation) -> Section:
     for l in range(1, d.model.depth + 1):
         rows.append(row(d.eq(f"forward.z{l}")))
         rows.append(row(d.eq(f"forward.a{l}")))
+        if any(e.key == f"forward.h{l}" for e in d.equations):
+            rows.append(row(d.eq(f"forward.h{l}")))
     s.display(*rows)
+    for e in d.section("forward"):
+        if e.key.startswith("forward.h"):
+            s.text(f"Layer {e.layer}: {e.note}; the next layer reads $H_{{{e.layer}}}$, and the backward "
+                   f"recursion multiplies by the same mask $m_{{{e.layer}}}$.")
     s.text("The prediction is $\\hat{Y} = A_{%d}$." % d.model.depth)
     return s
 

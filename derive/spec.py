@@ -25,7 +25,8 @@ from pathlib import Path
 from .blocks import activations, losses, optimizers, schedules
 from .errors import SpecError, suggest
 
-MODEL_KEYS = ("inputs", "layers", "loss", "optimizer", "schedule", "clip", "regularization", "description")
+MODEL_KEYS = ("inputs", "layers", "loss", "optimizer", "schedule", "clip", "regularization", "dropout",
+              "description")
 CLIP_KEYS = {"norm": "clip_norm", "value": "clip_value"}
 REG_KEYS = ("l1", "l2", "decoupled_weight_decay")
 NONNEG = optimizers.Hyper(0.0, 0.0, float("inf"), low_open=False)
@@ -132,6 +133,7 @@ class ModelSpec(TrainingSettings):
     schedule: ScheduleSpec = ScheduleSpec()
     clip: tuple[tuple[str, float], ...] = ()  # (("norm", c),) and/or (("value", c),)
     regularization: tuple[tuple[str, float], ...] = ()  # subset of l1, l2, decoupled_weight_decay
+    dropout: tuple[float, ...] = ()  # () or one rate per hidden layer (inverted dropout, training only)
 
     @property
     def outputs(self) -> int:
@@ -167,6 +169,8 @@ class ModelSpec(TrainingSettings):
             "clip": dict(self.clip),
             "regularization": dict(self.regularization),
         }
+        if self.dropout:
+            out["dropout"] = list(self.dropout)
         blocks = describe_blocks(self)
         if blocks:
             out["blocks"] = blocks
@@ -185,6 +189,8 @@ class ModelSpec(TrainingSettings):
             extra += "; clip " + ", ".join(f"{k} {v:g}" for k, v in self.clip)
         if self.regularization:
             extra += "; " + ", ".join(f"{k} {v:g}" for k, v in self.regularization)
+        if self.dropout:
+            extra += "; dropout " + ", ".join(f"{p:g}" for p in self.dropout)
         return f"{layers}; loss {self.loss}; {self.optimizer.name}({opt}){extra}"
 
 
@@ -337,6 +343,28 @@ def make_regularization(entry: object, optimizer: OptimizerSpec, where: str) -> 
     return tuple((k, NONNEG.check(body[k], f"{where}: {k}")) for k in REG_KEYS if k in body)
 
 
+def make_dropout(entry: object, depth: int, where: str) -> tuple[float, ...]:
+    """``dropout = p`` (every hidden layer) or ``[p_1, ..., p_{L-1}]`` (one rate per hidden layer),
+    each in [0, 1): the probability of zeroing a hidden unit's output during training."""
+    if entry is None:
+        return ()
+    hidden = depth - 1
+    if isinstance(entry, (list, tuple)):
+        if len(entry) != hidden:
+            raise SpecError(f"dropout needs one rate per hidden layer ({hidden}), got {len(entry)}", where)
+        rates = list(entry)
+    else:
+        rates = [entry] * hidden
+    if not hidden:
+        raise SpecError("dropout applies to the outputs of hidden layers, and this model has none", where)
+    out = []
+    for k, p in enumerate(rates):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) < 1.0:
+            raise SpecError(f"dropout rate of hidden layer {k + 1} must be a number in [0, 1), got {p!r}", where)
+        out.append(float(p))
+    return tuple(out) if any(out) else ()
+
+
 def make_model(
     name: str,
     inputs: int,
@@ -350,6 +378,7 @@ def make_model(
     schedule: object = None,
     clip: object = None,
     regularization: object = None,
+    dropout: object = None,
 ) -> ModelSpec:
     """Validate and build a :class:`ModelSpec` (the Python API behind ``Model``).
 
@@ -383,7 +412,8 @@ def make_model(
     clips = make_clip(clip, f"{where}: clip")
     reg = make_regularization(regularization, opt, f"{where}: regularization")
     _check_hyper_names(opt, sched, clips, reg, where)
-    return ModelSpec(name, inputs, built, loss_rule.name, opt, source, description, sched, clips, reg)
+    drop = make_dropout(dropout, len(built), f"{where}: dropout")
+    return ModelSpec(name, inputs, built, loss_rule.name, opt, source, description, sched, clips, reg, drop)
 
 
 def _value_range(layer: LayerSpec, where: str) -> tuple[float, float]:
@@ -424,7 +454,7 @@ def Dense(units: int, activation: str, **params: float) -> LayerSpec:  # noqa: N
 
 def Model(name: str, inputs: int, layers: Sequence, loss: str, optimizer: object = "sgd",  # noqa: N802
           description: str = "", schedule: object = None, clip: object = None,
-          regularization: object = None) -> ModelSpec:
+          regularization: object = None, dropout: object = None) -> ModelSpec:
     """Declare a model in Python; the same validation as a TOML file.
 
     >>> Model("xor", inputs=2, layers=[Dense(8, "tanh"), Dense(1, "sigmoid")], loss="bce",
@@ -432,7 +462,7 @@ def Model(name: str, inputs: int, layers: Sequence, loss: str, optimizer: object
     '2 -> 8 tanh -> 1 sigmoid; loss bce; sgd(lr=0.1)'
     """
     return make_model(name, inputs, layers, loss, optimizer, description=description, schedule=schedule,
-                      clip=clip, regularization=regularization)
+                      clip=clip, regularization=regularization, dropout=dropout)
 
 
 # --------------------------------------------------------------------------- TOML
@@ -509,7 +539,7 @@ def _parse_models(text: str, source: str, table: dict, here: set[tuple[str, str]
                            body.get("optimizer", "sgd"), source=source,
                            description=body.get("description", ""), where=where,
                            schedule=body.get("schedule"), clip=body.get("clip"),
-                           regularization=body.get("regularization"))
+                           regularization=body.get("regularization"), dropout=body.get("dropout"))
         for kind, block in userblocks.used_blocks(model):
             if (kind, block) not in here:
                 first = userblocks.declared(kind, block).location

@@ -58,6 +58,8 @@ HYPER = {'lr': 0.5}
 STATE_NAMES = ()
 SCALAR_STATE = ()
 INIT = (('xavier_uniform', 1.0), ('xavier_uniform', 1.0), ('xavier_uniform', 1.0), ('xavier_uniform', 1.0), ('xavier_uniform', 1.0))
+#: Dropout rate of each hidden layer's output (training only; 0 = none).
+DROPOUT = (0.0, 0.0, 0.0, 0.0)
 
 _JIT = {"cache": True, "error_model": "numpy", "nogil": True}
 
@@ -262,33 +264,48 @@ def _step(X, Y, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, Z1, A1, Z2, A2, Z3, A3, 
 
 
 @numba.njit(**_JIT)
-def _permutations(n, epochs, seed):
-    """The row order of every epoch of train(..., shuffle=True, seed=seed)."""
-    np.random.seed(seed)
-    perm = np.arange(n)
+def _epoch_seed(seed, epoch):
+    """The random stream of one epoch (shuffle, then dropout masks) depends on (seed, epoch) only,
+    so 10 epochs in one call equal 5 + 5 in two calls (progress, resuming a saved run)."""
+    return (seed % 4294967296 * 1000003 + epoch) % 4294967296
+
+
+@numba.njit(**_JIT)
+def _permutations(n, epochs, seed, epoch0):
+    """The row order of epochs epoch0 .. epoch0 + epochs - 1 of train(..., shuffle=True, seed=seed)."""
     out = np.empty((epochs, n), dtype=np.int64)
     for e in range(epochs):
+        np.random.seed(_epoch_seed(seed, epoch0 + e))
+        perm = np.arange(n)
         np.random.shuffle(perm)
         out[e] = perm
     return out
 
 
 @numba.njit(**_JIT)
-def _train(X, Y, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, W4_out, b4_out, W5_out, b5_out, Z1, A1, Z2, A2, Z3, A3, Z4, A4, Z5, A5, D1, D2, D3, D4, D5, gW1, gb1, gW2, gb2, gW3, gb3, gW4, gb4, gW5, gb5, Xb, Yb, perm, history, epochs, batch_size, shuffle, seed, t0, epoch0, lr):
+def _train(X, Y, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, W4_out, b4_out, W5_out, b5_out, Z1, A1, Z2, A2, Z3, A3, Z4, A4, Z5, A5, D1, D2, D3, D4, D5, gW1, gb1, gW2, gb2, gW3, gb3, gW4, gb4, gW5, gb5, Xb, Yb, perm, history, gnorm, epochs, batch_size, shuffle, seed, t0, epoch0, lr):
     """The whole run: epochs x mini-batches, fresh shuffle per epoch, in one compiled call.
+    Records the mean loss (history[e]) and the mean norm of each layer's weight gradient
+    (gnorm[e, l]) of every epoch, when gnorm has rows.
     Returns (status, epoch, batch, steps, flip): status 1 when a batch loss was not finite
     (then no update was made for it); flip 1 when the latest parameters are in the *_out buffers."""
     n = X.shape[0]
     B = min(batch_size, n)
     nb = (n + B - 1) // B
-    np.random.seed(seed)
     for i in range(n):
         perm[i] = i
     t = t0
     flip = 0
     for e in range(epochs):
         if shuffle:
+            np.random.seed(_epoch_seed(seed, epoch0 + e))
+            for i in range(n):
+                perm[i] = i
             np.random.shuffle(perm)
+        track = e < gnorm.shape[0]
+        if track:
+            for l in range(gnorm.shape[1]):
+                gnorm[e, l] = 0.0
         total = 0.0
         for b in range(nb):
             s = b * B
@@ -308,8 +325,47 @@ def _train(X, Y, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W1_out, b1_out, W2_out,
             t += 1
             flip = 1 - flip
             total += value * r
+            if track:
+                acc = 0.0
+                for i in range(gW1.shape[0]):
+                    for j in range(gW1.shape[1]):
+                        acc += gW1[i, j] * gW1[i, j]
+                gnorm[e, 0] += math.sqrt(acc) / nb
+                acc = 0.0
+                for i in range(gW2.shape[0]):
+                    for j in range(gW2.shape[1]):
+                        acc += gW2[i, j] * gW2[i, j]
+                gnorm[e, 1] += math.sqrt(acc) / nb
+                acc = 0.0
+                for i in range(gW3.shape[0]):
+                    for j in range(gW3.shape[1]):
+                        acc += gW3[i, j] * gW3[i, j]
+                gnorm[e, 2] += math.sqrt(acc) / nb
+                acc = 0.0
+                for i in range(gW4.shape[0]):
+                    for j in range(gW4.shape[1]):
+                        acc += gW4[i, j] * gW4[i, j]
+                gnorm[e, 3] += math.sqrt(acc) / nb
+                acc = 0.0
+                for i in range(gW5.shape[0]):
+                    for j in range(gW5.shape[1]):
+                        acc += gW5[i, j] * gW5[i, j]
+                gnorm[e, 4] += math.sqrt(acc) / nb
         history[e] = total / n
     return 0, epochs, 0, t - t0, flip
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+def _train_many(X, Y, W1s, b1s, W2s, b2s, W3s, b3s, W4s, b4s, W5s, b5s, W1_outs, b1_outs, W2_outs, b2_outs, W3_outs, b3_outs, W4_outs, b4_outs, W5_outs, b5_outs, Z1s, A1s, Z2s, A2s, Z3s, A3s, Z4s, A4s, Z5s, A5s, D1s, D2s, D3s, D4s, D5s, gW1s, gb1s, gW2s, gb2s, gW3s, gb3s, gW4s, gb4s, gW5s, gb5s, Xbs, Ybs, perms, historys, gnorms, epochs, batch_size, shuffle, seeds, t0, epoch0, results, lr):
+    """_train for K independent runs (restarts) at once, spread over the cores: every per-run
+    array has a leading axis of length K; results[k] = (status, epoch, batch, steps, flip)."""
+    for k in numba.prange(results.shape[0]):
+        status, epoch, batch, steps, flip = _train(X, Y, W1s[k], b1s[k], W2s[k], b2s[k], W3s[k], b3s[k], W4s[k], b4s[k], W5s[k], b5s[k], W1_outs[k], b1_outs[k], W2_outs[k], b2_outs[k], W3_outs[k], b3_outs[k], W4_outs[k], b4_outs[k], W5_outs[k], b5_outs[k], Z1s[k], A1s[k], Z2s[k], A2s[k], Z3s[k], A3s[k], Z4s[k], A4s[k], Z5s[k], A5s[k], D1s[k], D2s[k], D3s[k], D4s[k], D5s[k], gW1s[k], gb1s[k], gW2s[k], gb2s[k], gW3s[k], gb3s[k], gW4s[k], gb4s[k], gW5s[k], gb5s[k], Xbs[k], Ybs[k], perms[k], historys[k], gnorms[k], epochs, batch_size, shuffle, seeds[k], t0, epoch0, lr)
+        results[k, 0] = status
+        results[k, 1] = epoch
+        results[k, 2] = batch
+        results[k, 3] = steps
+        results[k, 4] = flip
 
 
 # --------------------------------------------------------------------------- Python API
@@ -379,13 +435,17 @@ def _inputs(params, X, Y=None, writeable=False):
 
 
 def _workspace(arrays, n):
-    """Pre-activations Z_l and activations A_l (N x n_l), and deltas D_l."""
+    """Pre-activations Z_l, activations A_l and deltas D_l (N x n_l); for layers with dropout
+    also the dropped-out activations H_l and the masks M_l (None for the others)."""
     widths = [arrays[l].shape[1] for l in range(0, len(arrays), 2)]
     dtype = arrays[0].dtype
     Zs = [np.empty((n, w), dtype) for w in widths]
     As = [np.empty((n, w), dtype) for w in widths]
     Ds = [np.empty((n, w), dtype) for w in widths]
-    return Zs, As, Ds
+    drops = DROPOUT + (0.0,)
+    Hs = [np.empty((n, w), dtype) if p else None for w, p in zip(widths, drops)]
+    Ms = [np.empty((n, w), dtype) if p else None for w, p in zip(widths, drops)]
+    return Zs, As, Ds, Hs, Ms
 
 
 def _hyper(hyper):
@@ -402,20 +462,54 @@ def _hyper(hyper):
     return [float(values[k]) for k in HYPER], values
 
 
-def init_params(seed=0, dtype=np.float64):
-    """Fresh parameters: W_l from the initialiser in INIT (per layer), b_l = 0."""
+#: Initialisers of init_params (as torch.nn.init; gain = the layer activation's gain in INIT).
+INIT_SCHEMES = ("xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "torch_linear")
+
+
+def init_params(seed=0, dtype=np.float64, init=None):
+    """Fresh parameters from a seed. W_l by the initialiser `init` (one name from INIT_SCHEMES for
+    every layer, a list with one per layer, or None for INIT: He for the ReLU family, Xavier/Glorot
+    otherwise), scaled by the gain of the layer's activation; b_l = 0 except for 'torch_linear'
+    (PyTorch's nn.Linear default: W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
+
+        xavier_uniform  U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))
+        xavier_normal   N(0, s^2), s = gain * sqrt(2 / (fan_in + fan_out))
+        he_uniform      U(-a, a), a = gain * sqrt(3 / fan_in)
+        he_normal       N(0, s^2), s = gain / sqrt(fan_in)
+    """
+    seed = _int("seed", seed, 0)
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        _fail(f"dtype must be float32 or float64, got {dtype!r}")
+    n_layers = len(SPEC["layers"])
+    schemes = [s for s, _ in INIT] if init is None else [init] * n_layers if isinstance(init, str) else list(init)
+    if len(schemes) != n_layers:
+        _fail(f"init needs one initialiser per layer ({n_layers}), got {len(schemes)}")
+    for scheme in schemes:
+        if scheme not in INIT_SCHEMES:
+            _fail(f"unknown initialiser {scheme!r}; choose from {INIT_SCHEMES}")
     rng = np.random.default_rng(seed)
     widths = [SPEC["inputs"]] + [layer[0] for layer in SPEC["layers"]]
     params = {}
     for l in range(1, len(widths)):
         fan_in, fan_out = widths[l - 1], widths[l]
-        scheme, gain = INIT[l - 1]
+        scheme, gain = schemes[l - 1], INIT[l - 1][1]
+        b = np.zeros(fan_out)
         if scheme == "xavier_uniform":
-            bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
-        else:  # he_uniform
-            bound = gain * math.sqrt(3.0 / fan_in)
-        params[f"W{l}"] = rng.uniform(-bound, bound, size=(fan_in, fan_out)).astype(dtype)
-        params[f"b{l}"] = np.zeros(fan_out, dtype=dtype)
+            a = gain * math.sqrt(6.0 / (fan_in + fan_out))
+            W = rng.uniform(-a, a, size=(fan_in, fan_out))
+        elif scheme == "xavier_normal":
+            W = rng.normal(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), size=(fan_in, fan_out))
+        elif scheme == "he_uniform":
+            a = gain * math.sqrt(3.0 / fan_in)
+            W = rng.uniform(-a, a, size=(fan_in, fan_out))
+        elif scheme == "he_normal":
+            W = rng.normal(0.0, gain / math.sqrt(fan_in), size=(fan_in, fan_out))
+        else:  # torch_linear
+            a = 1.0 / math.sqrt(fan_in)
+            W = rng.uniform(-a, a, size=(fan_in, fan_out))
+            b = rng.uniform(-a, a, size=fan_out)
+        params[f"W{l}"] = np.ascontiguousarray(W, dtype=dtype)
+        params[f"b{l}"] = np.ascontiguousarray(b, dtype=dtype)
     return params
 
 
@@ -454,7 +548,7 @@ def _state(state, arrays):
 def forward(params, X):
     """The network's output A_L for inputs X (n_samples, n_inputs)."""
     arrays, X, _ = _inputs(params, X)
-    Zs, As, _ = _workspace(arrays, X.shape[0])
+    Zs, As, _, Hs, Ms = _workspace(arrays, X.shape[0])
     _forward(X, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], arrays[7], arrays[8], arrays[9], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Zs[3], As[3], Zs[4], As[4])
     return As[-1]
 
@@ -463,7 +557,7 @@ def loss(params, X, Y, **hyper):
     """The mean bce loss over all elements of Y."""
     arrays, X, Y = _inputs(params, X, Y)
     hv, hd = _hyper(hyper)
-    Zs, As, _ = _workspace(arrays, X.shape[0])
+    Zs, As, _, Hs, Ms = _workspace(arrays, X.shape[0])
     _forward(X, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], arrays[7], arrays[8], arrays[9], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Zs[3], As[3], Zs[4], As[4])
     value = float(_loss(Zs[-1], As[-1], Y))
     return value
@@ -473,7 +567,7 @@ def gradients(params, X, Y, **hyper):
     """dL/dθ for every parameter, as a dict with the keys of params."""
     arrays, X, Y = _inputs(params, X, Y)
     hv, hd = _hyper(hyper)
-    Zs, As, Ds = _workspace(arrays, X.shape[0])
+    Zs, As, Ds, Hs, Ms = _workspace(arrays, X.shape[0])
     grads = [np.empty_like(p) for p in arrays]
     _forward(X, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], arrays[7], arrays[8], arrays[9], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Zs[3], As[3], Zs[4], As[4])
     _backward(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], arrays[7], arrays[8], arrays[9], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Zs[3], As[3], Zs[4], As[4], Ds[0], Ds[1], Ds[2], Ds[3], Ds[4], grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7], grads[8], grads[9])
@@ -495,7 +589,7 @@ def step(params, state, X, Y, **hyper):
     state = _state(state, arrays)
     t = int(state["t"]) + 1
     epoch = int(state["epoch"])
-    Zs, As, Ds = _workspace(arrays, X.shape[0])
+    Zs, As, Ds, Hs, Ms = _workspace(arrays, X.shape[0])
     grads = [np.empty_like(p) for p in arrays]
     value = float(_step(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], arrays[7], arrays[8], arrays[9], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Zs[3], As[3], Zs[4], As[4], Ds[0], Ds[1], Ds[2], Ds[3], Ds[4], grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7], grads[8], grads[9], t, epoch, *hv))
     if math.isfinite(value):
@@ -509,30 +603,41 @@ def _int(name, value, low):
     return int(value)
 
 
-def permutations(n, epochs, seed=0):
-    """The row order train(..., shuffle=True, seed=seed) uses in each epoch: (epochs, n) ints."""
-    return _permutations(_int("n", n, 1), _int("epochs", epochs, 0), _int("seed", seed, 0))
+def permutations(n, epochs, seed=0, start=0):
+    """The row order train(..., shuffle=True, seed=seed) uses in epochs start .. start + epochs - 1
+    (counted by state['epoch']): (epochs, n) ints."""
+    return _permutations(_int("n", n, 1), _int("epochs", epochs, 0), _seed(seed), _int("start", start, 0))
 
 
-def train(params, state, X, Y, epochs=1, batch_size=32, seed=0, shuffle=True, **hyper):
+def _seed(seed):
+    seed = _int("seed", seed, 0)
+    if seed >= 2**32:
+        _fail(f"seed must be below 2**32, got {seed}")
+    return seed
+
+
+def train(params, state, X, Y, epochs=1, batch_size=32, seed=0, shuffle=True, grad_norms=True, **hyper):
     """Train in one compiled call: `epochs` passes over (X, Y) in mini-batches of `batch_size`
     (full batch when batch_size >= n, stochastic when 1, a last partial batch when n is not a
-    multiple), rows reshuffled every epoch from `seed` (see permutations()). params and state
-    are updated in place; schedules advance per step (state['t']) or per epoch (state['epoch']).
+    multiple), rows reshuffled every epoch from (`seed`, state['epoch']) (see permutations()), so
+    two calls of 5 epochs equal one of 10. params and state are updated in place; schedules
+    advance per step (state['t']) or per epoch (state['epoch']).
 
-    Returns {'loss': mean loss of each completed epoch (as the batches were seen), 'status':
-    'ok' or 'non-finite', 'epoch', 'batch' (where a non-finite loss stopped it), 'steps'}.
-    After a non-finite loss, params and state are those of the last step whose loss was finite.
+    Returns {'loss': mean loss of each completed epoch (as the batches were seen), 'grad_norm':
+    (epochs, layers) mean norm of each layer's weight gradient ||dL/dW_l|| per epoch (when
+    grad_norms), 'status': 'ok' or 'non-finite', 'epoch', 'batch' (where a non-finite loss stopped
+    it), 'steps'}. After a non-finite loss, params and state are those of the last step whose loss
+    was finite.
     """
     hv, hd = _hyper(hyper)
     arrays, X, Y = _inputs(params, X, Y, writeable=True)
     state = _state(state, arrays)
     epochs = _int("epochs", epochs, 0)
     batch_size = _int("batch_size", batch_size, 1)
-    seed = _int("seed", seed, 0)
+    seed = _seed(seed)
     n = X.shape[0]
     B = min(batch_size, n)
-    Zs, As, Ds = _workspace(arrays, B)
+    Zs, As, Ds, Hs, Ms = _workspace(arrays, B)
     grads = [np.empty_like(p) for p in arrays]
     outs = [p.copy() for p in arrays]
     state_keys = [f"{s}_{p}" for s in STATE_NAMES for p in PARAM_NAMES] + list(SCALAR_STATE)
@@ -541,8 +646,17 @@ def train(params, state, X, Y, epochs=1, batch_size=32, seed=0, shuffle=True, **
     Yb = np.empty((B, Y.shape[1]), Y.dtype)
     perm = np.empty(n, dtype=np.int64)
     history = np.full(epochs, np.nan)
+    gnorm = np.full((epochs if grad_norms else 0, len(PARAM_NAMES) // 2), np.nan)
     t0 = int(state["t"])
-    status, epoch, batch, steps, flip = _train(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], arrays[7], arrays[8], arrays[9], outs[0], outs[1], outs[2], outs[3], outs[4], outs[5], outs[6], outs[7], outs[8], outs[9], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Zs[3], As[3], Zs[4], As[4], Ds[0], Ds[1], Ds[2], Ds[3], Ds[4], grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7], grads[8], grads[9], Xb, Yb, perm, history, epochs, batch_size, bool(shuffle), seed, t0, int(state['epoch']), *hv)
+    epoch0 = int(state["epoch"])
+    status, epoch, batch, steps, flip = _train(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], arrays[7], arrays[8], arrays[9], outs[0], outs[1], outs[2], outs[3], outs[4], outs[5], outs[6], outs[7], outs[8], outs[9], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Zs[3], As[3], Zs[4], As[4], Ds[0], Ds[1], Ds[2], Ds[3], Ds[4], grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7], grads[8], grads[9], Xb, Yb, perm, history, gnorm, epochs, batch_size, bool(shuffle), seed, t0, epoch0, *hv)
+    return _finish(arrays, outs, state, state_out, state_keys, history, gnorm, epochs, t0,
+                   status, epoch, batch, steps, flip)
+
+
+def _finish(arrays, outs, state, state_out, state_keys, history, gnorm, epochs, t0, status, epoch, batch, steps, flip):
+    """Bring the latest (or, after a non-finite loss, the last finite) buffer back into params and
+    state, and build the result of train()."""
     if status == 1 and steps > 0:
         flip = 1 - flip  # the last finite parameters are in the other buffer
         steps -= 1
@@ -551,8 +665,67 @@ def train(params, state, X, Y, epochs=1, batch_size=32, seed=0, shuffle=True, **
             p[...] = o
         for k in state_keys:
             state[k][...] = state_out[k]
-    state["t"] = t0 + steps
-    if status == 0:
-        state["epoch"] = int(state["epoch"]) + epochs
-    return {"loss": history[: epoch if status else epochs], "status": "non-finite" if status else "ok",
+    state["t"] = int(t0 + steps)
+    done = int(epoch) if status else epochs
+    state["epoch"] = int(state["epoch"]) + done
+    return {"loss": history[:done], "grad_norm": gnorm[:done], "status": "non-finite" if status else "ok",
             "epoch": int(epoch), "batch": int(batch), "steps": int(steps)}
+
+
+def train_many(params_list, states, X, Y, epochs=1, batch_size=32, seeds=None, shuffle=True, grad_norms=True,
+               **hyper):
+    """train() for K independent runs (random restarts) in one compiled call that spreads them over
+    the cores. params_list and states are lists of K params / state dicts (same shapes, each updated
+    in place as train() would); run k shuffles from seeds[k] (default k). Returns K train() results,
+    each equal to what train(params_list[k], states[k], X, Y, ..., seed=seeds[k]) returns."""
+    hv, hd = _hyper(hyper)
+    if not isinstance(params_list, (list, tuple)) or not params_list:
+        _fail("params_list must be a non-empty list of params dicts")
+    K = len(params_list)
+    if not isinstance(states, (list, tuple)) or len(states) != K:
+        _fail(f"states must be a list of {K} state dicts, one per params dict")
+    runs = []
+    for k in range(K):
+        arrays, X, Y = _inputs(params_list[k], X, Y, writeable=True)
+        if k and any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(arrays, runs[0][0])):
+            _fail(f"params_list[{k}] differs in shape or dtype from params_list[0]")
+        st = _state(states[k], arrays)
+        if k and (st["t"] != runs[0][1]["t"] or st["epoch"] != runs[0][1]["epoch"]):
+            _fail(f"states[{k}] is at a different step or epoch than states[0]; restarts run in lockstep")
+        runs.append((arrays, st))
+    seeds = list(range(K)) if seeds is None else list(seeds)
+    if len(seeds) != K:
+        _fail(f"seeds must have one seed per run ({K}), got {len(seeds)}")
+    seed = np.array([_seed(s) for s in seeds], dtype=np.int64)
+    epochs = _int("epochs", epochs, 0)
+    batch_size = _int("batch_size", batch_size, 1)
+    n = X.shape[0]
+    B = min(batch_size, n)
+    # train()'s arrays with a leading run axis, under the same names
+    arrays = [np.stack([r[0][i] for r in runs]) for i in range(len(PARAM_NAMES))]
+    outs = [a.copy() for a in arrays]
+    grads = [np.empty_like(a) for a in arrays]
+    state_keys = [f"{s}_{p}" for s in STATE_NAMES for p in PARAM_NAMES] + list(SCALAR_STATE)
+    state = {k: np.stack([r[1][k] for r in runs]) for k in state_keys}
+    state_out = {k: v.copy() for k, v in state.items()}
+    Zs, As, Ds, Hs, Ms = [[None if w is None else np.stack([w] * K) for w in ws]
+                          for ws in _workspace(runs[0][0], B)]
+    Xb = np.empty((K, B, X.shape[1]), X.dtype)
+    Yb = np.empty((K, B, Y.shape[1]), Y.dtype)
+    perm = np.empty((K, n), dtype=np.int64)
+    history = np.full((K, epochs), np.nan)
+    gnorm = np.full((K, epochs if grad_norms else 0, len(PARAM_NAMES) // 2), np.nan)
+    results = np.zeros((K, 5), dtype=np.int64)
+    t0 = int(runs[0][1]["t"])
+    epoch0 = int(runs[0][1]["epoch"])
+    _train_many(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], arrays[7], arrays[8], arrays[9], outs[0], outs[1], outs[2], outs[3], outs[4], outs[5], outs[6], outs[7], outs[8], outs[9], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Zs[3], As[3], Zs[4], As[4], Ds[0], Ds[1], Ds[2], Ds[3], Ds[4], grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7], grads[8], grads[9], Xb, Yb, perm, history, gnorm, epochs, batch_size, bool(shuffle), seed, t0, epoch0, results, *hv)
+    out = []
+    for k, (arrs, st) in enumerate(runs):
+        status, epoch, batch, steps, flip = (int(v) for v in results[k])
+        for p, a in zip(arrs, arrays):
+            p[...] = a[k]
+        for key in state_keys:
+            st[key][...] = state[key][k]
+        out.append(_finish(arrs, [o[k] for o in outs], st, {key: v[k] for key, v in state_out.items()}, state_keys,
+                           history[k], gnorm[k], epochs, t0, status, epoch, batch, steps, flip))
+    return out

@@ -18,7 +18,7 @@ import jinja2
 import sympy as sp
 
 from ..blocks import optimizers
-from ..derivation import Derivation, Equation, elem
+from ..derivation import Derivation, Equation, dropout_rate, elem
 from ..spec import ModelSpec
 from .printer import KernelPrinter, print_assignments
 
@@ -76,7 +76,8 @@ class _Emitter:
 
     def loads(self, expr: sp.Expr, l: int, skip=()) -> list[str]:
         """Statements reading the element symbols ``expr`` uses from the layer's arrays."""
-        table = {elem("z", l): f"Z{l}[i, j]", elem("a", l): f"A{l}[i, j]", sp.Symbol("y", real=True): "Y[i, j]"}
+        table = {elem("z", l): f"Z{l}[i, j]", elem("a", l): f"A{l}[i, j]", elem("m", l): f"M{l}[i, j]",
+                 sp.Symbol("y", real=True): "Y[i, j]"}
         free = expr.free_symbols
         return [f"{s.name} = {src}" for s, src in table.items() if s in free and s.name not in skip]
 
@@ -131,7 +132,9 @@ def render_module(d: Derivation) -> str:
 
     P = list(model.param_names())
     G = [f"g{p}" for p in P]
-    ZA = [x for l in range(1, L + 1) for x in (f"Z{l}", f"A{l}")]
+    drops = [l for l in range(1, L + 1) if dropout_rate(model, l)]
+    ZA = [x for l in range(1, L + 1) for x in (f"Z{l}", f"A{l}") + ((f"H{l}", f"M{l}") if l in drops else ())]
+    DROP = ["drop"] if drops else []
     D = [f"D{l}" for l in range(1, L + 1)]
     H = list(model.hyper())
     ST = [f"{sname}_{p}" for sname in rule_eqs.state for p in P]
@@ -141,14 +144,18 @@ def render_module(d: Derivation) -> str:
         return [f"{n}_out" for n in names]
 
     args = {
-        "forward": ["X", *P, *ZA],
+        "forward": ["X", *P, *ZA, *DROP],
         "backward": ["X", "Y", *P, *ZA, *D, *G],
         "update": [*P, *out(P), *G, *ST, *out(ST), *SC, *out(SC), "t", "epoch", *H],
-        "batch": ["X", "Y", *P, *out(P), *ZA, *D, *G, *ST, *out(ST), *SC, *out(SC), "t", "epoch", *H],
-        "step": ["X", "Y", *P, *ZA, *D, *G, *ST, *SC, "t", "epoch", *H],
+        "batch": ["X", "Y", *P, *out(P), *ZA, *DROP, *D, *G, *ST, *out(ST), *SC, *out(SC), "t", "epoch", *H],
+        "step": ["X", "Y", *P, *ZA, *DROP, *D, *G, *ST, *SC, "t", "epoch", *H],
         "train": ["X", "Y", *P, *out(P), *ZA, *D, *G, *ST, *out(ST), *SC, *out(SC), "Xb", "Yb", "perm",
-                  "history", "epochs", "batch_size", "shuffle", "seed", "t0", "epoch0", *H],
+                  "history", "gnorm", "epochs", "batch_size", "shuffle", "seed", "t0", "epoch0", *H],
     }
+    # _train_many: every array that belongs to one run gets a leading restart axis (name + "s").
+    shared = {"X", "Y", "epochs", "batch_size", "shuffle", "t0", "epoch0", *H}
+    args["many"] = [n if n in shared else f"{n}s" for n in args["train"] if n not in H] + ["results", *H]
+    many_call = ", ".join(n if n in shared else f"{n}s[k]" for n in args["train"])
     py = {"X": "X", "Y": "Y"}
     py.update({p: f"arrays[{i}]" for i, p in enumerate(P)})
     py.update({f"{p}_out": f"outs[{i}]" for i, p in enumerate(P)})
@@ -157,13 +164,15 @@ def render_module(d: Derivation) -> str:
     py.update({f"{name}_out": f"state_out[{name!r}]" for name in ST})
     py.update({f"{n}_state": f"state[{n!r}]" for n in rule_eqs.scalar_state})
     py.update({f"{n}_state_out": f"state_out[{n!r}]" for n in rule_eqs.scalar_state})
-    py.update({k: k for k in ("t", "epoch", "Xb", "Yb", "perm", "history", "epochs", "batch_size", "seed", "t0")})
-    py.update({"shuffle": "bool(shuffle)", "epoch0": "int(state['epoch'])"})
+    py.update({k: k for k in ("t", "epoch", "Xb", "Yb", "perm", "history", "gnorm", "epochs", "batch_size", "seed",
+                              "t0", "drop")})
+    py.update({"shuffle": "bool(shuffle)", "epoch0": "epoch0"})
     for l in range(1, L + 1):
-        py.update({f"Z{l}": f"Zs[{l - 1}]", f"A{l}": f"As[{l - 1}]", f"D{l}": f"Ds[{l - 1}]"})
+        py.update({f"Z{l}": f"Zs[{l - 1}]", f"A{l}": f"As[{l - 1}]", f"D{l}": f"Ds[{l - 1}]",
+                   f"H{l}": f"Hs[{l - 1}]", f"M{l}": f"Ms[{l - 1}]"})
 
     def call(kind: str) -> str:
-        names = [py[n] for n in args[kind] if n not in H]
+        names = [("1" if kind == "step" else "0") if n == "drop" else py[n] for n in args[kind] if n not in H]
         return ", ".join(names + (["*hv"] if kind in ("update", "step", "train") and H else []))
 
     # _step is _batch_step in place: each *_out buffer is its input buffer.
@@ -171,19 +180,27 @@ def render_module(d: Derivation) -> str:
     step_batch_call = ", ".join(in_place.get(n, n) for n in args["batch"])
     # _train alternates the buffers and passes views of the first r rows of the workspaces.
     rows = {n: f"{n}[:r]" for n in ZA + D}
-    rows.update({"X": "Xb[:r]", "Y": "Yb[:r]", "t": "t + 1", "epoch": "epoch0 + e"})
+    rows.update({"X": "Xb[:r]", "Y": "Yb[:r]", "t": "t + 1", "epoch": "epoch0 + e", "drop": "1"})
     swap = {**{f"{n}_out": n for n in [*P, *ST, *SC]}, **{n: f"{n}_out" for n in [*P, *ST, *SC]}}
     train_call_a = ", ".join(rows.get(n, n) for n in args["batch"])
     train_call_b = ", ".join(rows.get(n, swap.get(n, n)) for n in args["batch"])
 
     reg_call = "".join(f", hd[{k!r}]" for k, _ in model.regularization if k in ("l1", "l2"))
 
+    def a_prev(l: int) -> str:
+        """What layer l reads: X, the previous activations, or their dropped-out copy H."""
+        return "X" if l == 1 else (f"H{l - 1}" if l - 1 in drops else f"A{l - 1}")
+
     layers = []
     for l in range(1, L + 1):
         a_eq = d.eq(f"forward.a{l}")
+        p = dropout_rate(model, l)
         layers.append({
             "l": l,
-            "a_prev": "X" if l == 1 else f"A{l - 1}",
+            "drop": p,
+            "keep_scale": repr(1.0 / (1.0 - p)) if p else "",
+            "h_eq": describe(d.eq(f"forward.h{l}")) if p else "",
+            "a_prev": a_prev(l),
             "z_eq": describe(d.eq(f"forward.z{l}")),
             "a_eq": describe(a_eq),
             "act_lines": em.lines(f"a_{l}", a_eq.rhs),
@@ -193,7 +210,7 @@ def render_module(d: Derivation) -> str:
     for l in range(L, 0, -1):
         entry = {
             "l": l,
-            "a_prev": "X" if l == 1 else f"A{l - 1}",
+            "a_prev": a_prev(l),
             "gw_eq": describe(d.eq(f"grad.W{l}")),
             "gb_eq": describe(d.eq(f"grad.b{l}")),
         }
@@ -263,6 +280,13 @@ def render_module(d: Derivation) -> str:
         "train_call_a": train_call_a,
         "train_call_b": train_call_b,
         "train_call": call("train"),
+        # train_many() names its stacked arrays as train() names the single ones
+        "many_py_call": ", ".join([py[n] for n in args["train"] if n not in H] + ["results"] + (["*hv"] if H else [])),
+        "many_args": ", ".join(args["many"]),
+        "many_call": many_call,
+        "dropout": bool(drops),
+        "dropout_layers": drops,
+        "dropout_repr": repr(tuple(dropout_rate(model, l) for l in range(1, L))),
         "reg_call": reg_call,
     }
     return _environment().get_template(MODULE_TEMPLATE).render(**context)

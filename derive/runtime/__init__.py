@@ -1,0 +1,7 @@
+"""The training workflow around the generated kernels: data in, a trained model and its story out.
+
+* :mod:`derive.runtime.fit` — :func:`fit`, the Python function behind ``derive train``;
+* :mod:`derive.runtime.checkpoint` — save / load ``.npz`` checkpoints, checked against the model;
+* :mod:`derive.runtime.plots` — loss curves, gradient norms, decision boundaries (matplotlib);
+* :mod:`derive.runtime.surface` — ``derive plot-surface``: optimizer paths on a 2-variable objective.
+"""

@@ -1,0 +1,187 @@
+"""``derive train`` and ``derive predict``: the command-line side of :func:`derive.runtime.fit.fit`.
+
+Exit status: 0 when training finished, 1 for an error in the input (a clear ``error: ...``
+line), 3 when the loss diverged (nothing is saved or plotted then).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..data import DATASETS, DataError, Dataset, load_csv, load_dataset
+from ..errors import DeriveError, suggest
+from .fit import Diverged, FitResult, fit
+from .models import load_model
+from .progress import TerminalProgress
+
+EXIT_DIVERGED = 3
+
+
+def read_data(data: str | None, target: str | None, name: str, spec: dict) -> Dataset:
+    """``--data`` as a bundled data set name or a CSV file (``--target`` naming its target columns)."""
+    if data is None:
+        if name in DATASETS:
+            data = name
+        else:
+            raise DataError("--data is required: a CSV file (with --target COL) or a bundled data set "
+                            f"({', '.join(DATASETS)})")
+    if data in DATASETS and not Path(data).exists():
+        if target:
+            raise DataError(f"--target is for CSV files; the bundled data set {data!r} has its target")
+        return load_dataset(data)
+    if not Path(data).exists() and not data.endswith(".csv") and "/" not in data:
+        raise DataError(f"no file {data!r} and no bundled data set of that name{suggest(data, DATASETS)}")
+    if not target:
+        raise DataError("--target COL[,COL...] is required with a CSV file: the column(s) to predict", data)
+    return load_csv(data, [t.strip() for t in target.split(",")])
+
+
+def parse_hyper(module, extra: list[str], lr: float | None) -> dict[str, float]:
+    """``--lr 0.1 --momentum 0.9 --beta2=0.99``: the model's hyperparameters as options."""
+    hyper: dict[str, float] = {}
+    if lr is not None:
+        hyper["lr"] = lr
+    known = sorted(module.HYPER)
+    i = 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--"):
+            raise DeriveError(f"unexpected argument {arg!r}")
+        key, _, value = arg[2:].partition("=")
+        if not _:
+            if i + 1 >= len(extra):
+                raise DeriveError(f"option {arg} needs a value")
+            i += 1
+            value = extra[i]
+        name = key.replace("-", "_")
+        if name not in module.HYPER:
+            raise DeriveError(f"no option {arg.split('=')[0]}{suggest(name, known)}; model "
+                              f"{module.SPEC['name']!r} has the hyperparameters "
+                              + ", ".join(f"--{k.replace('_', '-')}" for k in known))
+        try:
+            hyper[name] = float(value)
+        except ValueError:
+            raise DeriveError(f"--{key} needs a number, got {value!r}") from None
+        i += 1
+    return hyper
+
+
+def train_command(name: str, *, data: str | None, target: str | None, spec: str | None, epochs: int,
+                  batch_size: int, lr: float | None, seed: int, val_split: float, standardize: bool,
+                  restarts: int, init: str | None, save: str | None, plot: str | None, log_every: int | None,
+                  resume: str | None, dtype: str, extra: list[str]) -> None:
+    module = load_model(name, spec)
+    spec_d = module.SPEC
+    hyper = parse_hyper(module, extra, lr)
+    dataset = read_data(data, target, name, spec_d)
+    if save and Path(save).is_dir():
+        raise DeriveError(f"--save {save} is a folder; give a file name such as {Path(save) / (name + '.npz')}")
+    module_file = getattr(module, "__file__", "?")
+    echo = click.echo
+    echo(f"model      {name}: {_summary(spec_d)}")
+    echo(f"derivation `derive show {name}` (LaTeX: `derive latex {name} -o {name}.tex`); "
+         f"kernels {_rel(module_file)}")
+    echo(f"data       {dataset.source}: {dataset.n_samples} samples, {dataset.n_inputs} inputs -> "
+         f"{', '.join(dataset.target_names)}; {val_split:.0%} held out for validation"
+         + ("; inputs standardised" if standardize else ""))
+    hv = {**module.HYPER, **hyper}
+    echo(f"training   {spec_d['optimizer']['name']}({', '.join(f'{k}={v:g}' for k, v in hv.items())}), "
+         f"{epochs} epochs, batch {batch_size}, seed {seed}"
+         + (f", {restarts} restarts on all cores" if restarts > 1 else "")
+         + (f", resuming {resume}" if resume else ""))
+    out = sys.stdout
+    tty = out.isatty()
+    every = log_every if log_every is not None else (0 if tty else max(1, epochs // 10))
+    try:
+        result = fit(module, data=dataset, epochs=epochs, batch_size=batch_size, seed=seed, val_split=val_split,
+                     standardize=standardize, restarts=restarts, init=init, dtype=np.dtype(dtype), resume=resume,
+                     log_every=every, progress=TerminalProgress(out, tty), hyper=hyper)
+    except Diverged as exc:
+        click.echo(f"error: {exc}", err=True)
+        if save:
+            click.echo(f"nothing saved: {save} was not written", err=True)
+        sys.exit(EXIT_DIVERGED)
+    echo(result.summary())
+    for w in result.warnings:
+        echo(f"warning: {w}", err=True)
+    if save:
+        path = save_result(result, save, dataset)
+        echo(f"saved      {path} (parameters, optimizer state, standardisation, spec; `derive predict`)")
+    if plot:
+        path = plot_result(result, plot, dataset)
+        echo(f"plot       {path}")
+
+
+def _summary(spec: dict) -> str:
+    layers = " -> ".join([str(spec["inputs"])] + [f"{units} {act}" for units, act, *_ in spec["layers"]])
+    return f"{layers}; loss {spec['loss']}"
+
+
+def _rel(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def save_result(result: FitResult, path: str, dataset: Dataset | None = None) -> Path:
+    from .checkpoint import save_checkpoint
+
+    meta = {"settings": result.settings, "metrics": result.metrics, "best_run": result.best,
+            "seeds": list(result.seeds), "warnings": result.warnings}
+    if dataset is not None:
+        meta.update(data=dataset.source, features=list(dataset.feature_names), targets=list(dataset.target_names))
+    best = result.best
+    history = {k: v[best] for k, v in result.history.items()}
+    return save_checkpoint(path, result.module, result.params, result.state, standardizer=result.standardizer,
+                           meta=meta, history=history)
+
+
+def plot_result(result: FitResult, path: str, dataset: Dataset | None = None) -> Path:
+    from .plots import plot_training
+
+    two_d = result.module.SPEC["inputs"] == 2 and result.module.SPEC["loss"] == "bce" and dataset is not None
+    h = result.history
+    return plot_training(path, loss=h["loss"], val_loss=h["val_loss"], grad_norms=h["grad_norm"], best=result.best,
+                         predict=result.predict if two_d else None,
+                         X=dataset.X if two_d else None, Y=dataset.Y if two_d else None,
+                         title=f"{result.name}: {_summary(result.module.SPEC)}")
+
+
+def predict_command(checkpoint: str, data: str, target: str | None, spec: str | None, out: str | None) -> None:
+    """Load a saved model and write its predictions for the rows of a CSV file (or bundled data)."""
+    from .checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    module = load_model(ck.name, spec)
+    ck.check(module)
+    if data in DATASETS and not Path(data).exists():
+        X = load_dataset(data).X
+    else:
+        X = load_csv(data, target or ck.meta.get("targets") or [],
+                     ck.meta.get("features")).X if (target or ck.meta.get("targets")) else _features_only(data, ck)
+    from .fit import _matrix
+
+    X = _matrix(X, "X", module.SPEC["inputs"])
+    if ck.standardizer is not None:
+        X = ck.standardizer.transform(X)
+    pred = module.forward(ck.params, np.ascontiguousarray(X, dtype=ck.params["W1"].dtype))
+    names = ck.meta.get("targets") or [f"y{j + 1}" for j in range(pred.shape[1])]
+    lines = [",".join(names)] + [",".join(f"{v:.9g}" for v in row) for row in pred]
+    text = "\n".join(lines) + "\n"
+    if out:
+        from ..build import write_atomic
+
+        write_atomic(Path(out), text)
+        click.echo(f"wrote {len(pred)} predictions to {out}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def _features_only(data: str, ck) -> np.ndarray:
+    raise DataError("give --target (the CSV's target columns, which are skipped) or save the model with "
+                    "`derive train --save` so its feature names are known", data)
