@@ -257,12 +257,13 @@ def plot_surface_cmd(preset: str | None, expr: str | None, variables: str | None
                      steps: int | None, lr: str | None, box: str | None, output: str) -> None:
     """Draw optimizer paths over the contours of f(x, y): a PRESET or --expr.
 
+    Presets: rosenbrock (the curved valley), saddle (escaping a saddle point), ravine (zig-zag
+    in a narrow valley); the default is rosenbrock. The generated objective modules are cached in
+    $DERIVE_CACHE_DIR/objectives (default: ~/.cache/derive/objectives).
+
     \b
-    Presets: rosenbrock (the curved valley), saddle (escaping a saddle point),
-    ravine (zig-zag in a narrow valley); the default is rosenbrock.
     derive plot-surface saddle -o saddle.png
     derive plot-surface --expr 'x**2 + 10*y**2' --start=-2,1 --lr sgd=0.05,adam=0.1 -o bowl.png
-    Objective modules are cached in $DERIVE_CACHE_DIR/objectives (or ~/.cache/derive/objectives).
     """
     from derive.runtime import surface as s
 

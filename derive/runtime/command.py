@@ -83,9 +83,9 @@ def train_command(name: str, *, data: str | None, target: str | None, spec: str 
     module_file = getattr(module, "__file__", "?")
     echo = click.echo
     echo(f"model      {name}: {_summary(spec_d)}")
-    echo(f"derivation `derive show {name}` (LaTeX: `derive latex {name} -o {name}.tex`); "
-         f"kernels {_rel(module_file)}")
-    echo(f"data       {dataset.source}: {dataset.n_samples} samples, {dataset.n_inputs} inputs -> "
+    echo(f"derivation {_rel(module_file)} lists every equation its kernels compute; `derive show {name}` "
+         f"prints the derivation, `derive latex {name} -o {name}.tex` typesets it")
+    echo(f"data       {_rel(dataset.source)}: {dataset.n_samples} samples, {dataset.n_inputs} inputs -> "
          f"{', '.join(dataset.target_names)}; {val_split:.0%} held out for validation"
          + ("; inputs standardised" if standardize else ""))
     hv = {**module.HYPER, **hyper}
@@ -122,6 +122,8 @@ def _summary(spec: dict) -> str:
 
 
 def _rel(path: str) -> str:
+    if not Path(path).is_absolute():
+        return path
     try:
         return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:

@@ -119,6 +119,10 @@ class Progress:
     def finish(self) -> None: ...
 
 
+class ModelError(DeriveError, ValueError):
+    """A generated module refused its input (a hyperparameter out of range, an initialiser name)."""
+
+
 def fit(
     model: object,
     X: object = None,
@@ -143,6 +147,18 @@ def fit(
     ``data``; see the module docstring. ``hyper`` overrides hyperparameters (``{"lr": 0.01}``).
     ``resume`` is a checkpoint (a path or a loaded one) whose parameters, optimizer state and
     standardisation continue. Raises :class:`Diverged` when the loss turns non-finite."""
+    try:
+        return _fit(model, X, Y, data=data, epochs=epochs, batch_size=batch_size, seed=seed, val_split=val_split,
+                    standardize=standardize, restarts=restarts, init=init, dtype=dtype, resume=resume,
+                    log_every=log_every, progress=progress, spec=spec, hyper=hyper)
+    except DeriveError:
+        raise
+    except ValueError as exc:  # the generated module's own checks: "<model>: <what>"
+        raise ModelError(str(exc)) from None
+
+
+def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize, restarts, init, dtype, resume,
+         log_every, progress, spec, hyper) -> FitResult:
     from .checkpoint import Checkpoint, load_checkpoint
 
     module = load_model(model, spec)

@@ -1,0 +1,411 @@
+"""Pictures of a training run: loss curves, gradient norms per layer, the decision boundary.
+
+matplotlib is an optional extra (``pip install 'derive[plot]'``): it is imported only when a
+plot is drawn, with the non-interactive Agg canvas and no pyplot global state, so plotting works
+on a headless machine and from several threads. Every PNG is written atomically (a temporary file
+in the same folder, then :func:`os.replace`), so a reader never sees half a file.
+
+>>> plot_training("run.png", loss=history, val_loss=val_history, grad_norms=norms, best=2,
+...               predict=lambda P: module.forward(params, P), X=X, Y=Y)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DeriveError
+
+__all__ = ["PlotError", "plot_training", "plot_losses", "plot_grad_norms", "plot_decision_boundary"]
+
+#: Data spanning more than this ratio (max / min, all positive) gets a log-scaled axis.
+LOG_SPAN = 100.0
+#: Resolution of the decision-boundary grid (points per axis).
+GRID = 160
+
+
+class PlotError(DeriveError, ValueError):
+    """Plot data of the wrong shape or type, or matplotlib missing."""
+
+
+# ------------------------------------------------------------------------------------------
+# matplotlib, lazily
+
+
+def require_matplotlib():
+    """Import matplotlib (Agg canvas only) or raise a PlotError that says how to install it."""
+    try:
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+    except ImportError as exc:
+        raise PlotError("plotting needs matplotlib, which is not installed: "
+                        f"pip install 'derive[plot]' (or pip install matplotlib) [{exc}]") from None
+    return matplotlib
+
+
+def new_figure(width: float, height: float):
+    """A matplotlib Figure on its own Agg canvas (no pyplot, no global state)."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def check_png_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it can name a PNG file to write (checked before any work is done)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise PlotError(f"the output path must be a file name ending in .png, got {type(path).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        raise PlotError(f"{path} is a folder; give a file name such as {path / 'plot.png'}")
+    if path.suffix.lower() != ".png":
+        raise PlotError(f"the output file must end in .png, got {str(path)!r}")
+    return path
+
+
+def _file_mode(path: Path) -> int:
+    """The mode of the file ``path`` replaces, else 0666 less the process umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:  # reads the umask without changing it
+            umask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = 0o022
+    return 0o666 & ~umask
+
+
+def save_png(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` as PNG through a temporary file in the same folder."""
+    path = check_png_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise PlotError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=dpi)
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the mode an ordinary write would
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise PlotError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# input checks
+
+
+def _array(value, name: str, ndim: tuple[int, ...]) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PlotError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
+    if arr.ndim not in ndim:
+        want = " or ".join(f"{d}-D" for d in ndim)
+        raise PlotError(f"{name} must be {want}, got shape {arr.shape}")
+    if arr.size == 0:
+        raise PlotError(f"{name} is empty (shape {arr.shape})")
+    return arr
+
+
+def check_losses(loss, val_loss=None, best: int = 0) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """``loss`` as (restarts, epochs) (a 1-D array is one run), ``val_loss`` of the same shape."""
+    L = _array(loss, "loss", (1, 2))
+    L = L[None, :] if L.ndim == 1 else L
+    V = None
+    if val_loss is not None:
+        V = _array(val_loss, "val_loss", (1, 2))
+        V = V[None, :] if V.ndim == 1 else V
+        if V.shape != L.shape:
+            raise PlotError(f"val_loss has shape {V.shape} but loss has {L.shape}; "
+                            "both are (restarts, epochs)")
+        if not np.isfinite(V).any():  # no validation split: nothing to draw or to label
+            V = None
+    return L, V, _check_best(best, L.shape[0])
+
+
+def _check_best(best, restarts: int) -> int:
+    if isinstance(best, bool) or not isinstance(best, (int, np.integer)):
+        raise PlotError(f"best must be an integer (the index of the best restart), got {best!r}")
+    if not 0 <= best < restarts:
+        raise PlotError(f"best={best} is out of range: loss has {restarts} restart(s), indices 0..{restarts - 1}")
+    return int(best)
+
+
+def check_grad_norms(grad_norms, restarts: int, epochs: int, layer_names: Sequence[str] | None = None):
+    """``grad_norms`` as (restarts, epochs, layers) (2-D allowed for one run); layer labels."""
+    G = _array(grad_norms, "grad_norms", (2, 3))
+    if G.ndim == 2:
+        if restarts != 1:
+            raise PlotError(f"grad_norms has shape {G.shape} (epochs, layers) but loss has {restarts} restarts; "
+                            "give (restarts, epochs, layers)")
+        G = G[None]
+    if G.shape[:2] != (restarts, epochs):
+        raise PlotError(f"grad_norms has shape {G.shape} but loss has {restarts} restart(s) x {epochs} epoch(s); "
+                        "grad_norms is (restarts, epochs, layers)")
+    n_layers = G.shape[2]
+    if layer_names is None:
+        names = [f"layer {i + 1}" for i in range(n_layers)]
+    else:
+        if isinstance(layer_names, str):
+            raise PlotError("layer_names must be a sequence of names, not one string")
+        names = [str(n) for n in layer_names]
+        if len(names) != n_layers:
+            raise PlotError(f"layer_names has {len(names)} name(s) but grad_norms has {n_layers} layer(s)")
+    return G, names
+
+
+def check_points(X, Y=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Inputs (N, d) and optional targets (N,) or (N, 1)."""
+    X = _array(X, "X", (2,))
+    if not np.isfinite(X).all():
+        raise PlotError("X contains NaN or infinite values")
+    if Y is None:
+        return X, None
+    Y = _array(Y, "Y", (1, 2))
+    if Y.ndim == 2:
+        if Y.shape[1] != 1:
+            raise PlotError(f"Y must be (N,) or (N, 1) with one target per row of X, got shape {Y.shape}")
+        Y = Y[:, 0]
+    if Y.shape[0] != X.shape[0]:
+        raise PlotError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
+    if not np.isfinite(Y).all():
+        raise PlotError("Y contains NaN or infinite values")
+    return X, Y
+
+
+# ------------------------------------------------------------------------------------------
+# panels (each draws into a given matplotlib Axes)
+
+
+def _finite_positive(a: np.ndarray) -> np.ndarray:
+    return a[np.isfinite(a) & (a > 0)]
+
+
+def _wants_log(*arrays: np.ndarray | None) -> bool:
+    vals = [a[np.isfinite(a)] for a in arrays if a is not None]
+    vals = np.concatenate(vals) if vals else np.empty(0)
+    if vals.size == 0 or (vals <= 0).any():
+        return False
+    return float(vals.max()) / float(vals.min()) > LOG_SPAN
+
+
+def _no_data(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
+
+
+def draw_losses(ax, loss: np.ndarray, val_loss: np.ndarray | None = None, best: int = 0) -> None:
+    """Loss per epoch: the best restart solid (validation dashed), the others faint."""
+    R, E = loss.shape
+    epochs = np.arange(1, E + 1)
+    arr = [loss] if val_loss is None else [loss, val_loss]
+    finite = lambda a: np.where(np.isfinite(a), a, np.nan)  # noqa: E731 - inf is not drawn either
+    for r in range(R):
+        if r == best:
+            continue
+        label = "other restarts" if r == (1 if best == 0 else 0) else None
+        ax.plot(epochs, finite(loss[r]), color="0.55", lw=0.7, alpha=0.6, label=label)
+        if val_loss is not None:
+            ax.plot(epochs, finite(val_loss[r]), color="0.55", lw=0.7, alpha=0.45, ls="--")
+    which = f" (best of {R} restarts: #{best + 1})" if R > 1 else ""
+    ax.plot(epochs, finite(loss[best]), color="C0", lw=1.8, label=f"train{which}")
+    if val_loss is not None:
+        ax.plot(epochs, finite(val_loss[best]), color="C1", lw=1.8, ls="--", label="validation")
+    track = val_loss[best] if val_loss is not None else loss[best]
+    ok = np.isfinite(track)
+    if ok.any():
+        k = int(np.nanargmin(np.where(ok, track, np.nan)))
+        what = "validation" if val_loss is not None else "train"
+        ax.plot([k + 1], [track[k]], "o", color="C3", ms=6, zorder=5,
+                label=f"lowest {what}: {track[k]:.4g} (epoch {k + 1})")
+    if not np.isfinite(loss[best]).any():
+        _no_data(ax, "no finite loss in the best restart")
+    if _wants_log(*arr):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("Loss")
+    if E <= 12:
+        ax.set_xticks(epochs)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+
+
+def draw_grad_norms(ax, grad_norms: np.ndarray, names: Sequence[str], best: int = 0) -> None:
+    """‖∂L/∂W_l‖ per layer per epoch of the best restart on a log scale."""
+    G = grad_norms[best]
+    E, n_layers = G.shape
+    epochs = np.arange(1, E + 1)
+    shown = np.where(np.isfinite(G) & (G > 0), G, np.nan)  # log scale: zeros and NaN are not drawn
+    cmap = _layer_colours(n_layers)
+    for i in range(n_layers):
+        ax.plot(epochs, shown[:, i], color=cmap[i], lw=1.5, label=names[i], marker="." if E <= 30 else None)
+    if np.isfinite(shown).any():
+        ax.set_yscale("log")
+    else:
+        _no_data(ax, "no positive finite gradient norm")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(r"gradient norm $\Vert\partial L / \partial W_l\Vert$")
+    ax.set_title("Gradient norm per layer" + (f" (restart #{best + 1})" if grad_norms.shape[0] > 1 else ""))
+    if E <= 12:
+        ax.set_xticks(epochs)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize="small", loc="best", ncol=2 if n_layers > 6 else 1)
+
+
+def _layer_colours(n: int) -> list:
+    require_matplotlib()
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    cmap = colormaps["viridis"]
+    return [cmap(i / (n - 1)) for i in range(n)]
+
+
+def draw_decision_boundary(ax, predict: Callable[[np.ndarray], np.ndarray], X: np.ndarray,
+                           Y: np.ndarray | None = None, grid: int = GRID):
+    """P(y = 1) over a grid covering the data, the 0.5 contour and the points coloured by Y."""
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    lo, hi = lo - 0.15 * span, hi + 0.15 * span
+    gx, gy = np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid)
+    XX, YY = np.meshgrid(gx, gy)
+    P = np.ascontiguousarray(np.column_stack([XX.ravel(), YY.ravel()]), dtype=np.float64)
+    try:
+        out = predict(P)
+    except DeriveError:
+        raise
+    except Exception as exc:
+        raise PlotError(f"predict failed on a ({P.shape[0]}, 2) grid of points: {type(exc).__name__}: {exc}") from exc
+    try:
+        out = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PlotError(f"predict must return an array of numbers, got {type(out).__name__}") from None
+    if out.shape not in ((P.shape[0], 1), (P.shape[0],)):
+        raise PlotError(f"predict returned shape {out.shape} for {P.shape[0]} points; expected "
+                        f"({P.shape[0]}, 1) probabilities")
+    Z = out.reshape(grid, grid)
+    Z = np.clip(np.where(np.isfinite(Z), Z, np.nan), 0.0, 1.0)
+    levels = np.linspace(0.0, 1.0, 11)
+    filled = ax.contourf(XX, YY, Z, levels=levels, cmap="RdBu_r", alpha=0.75)
+    fig = ax.get_figure()
+    bar = fig.colorbar(filled, ax=ax, shrink=0.9)
+    bar.set_label("P(y = 1)")
+    if np.nanmin(Z) < 0.5 < np.nanmax(Z):
+        ax.contour(XX, YY, Z, levels=[0.5], colors="k", linewidths=1.8)
+        ax.plot([], [], color="k", lw=1.8, label="P = 0.5")
+    if Y is None:
+        ax.scatter(X[:, 0], X[:, 1], s=22, c="k", edgecolors="w", linewidths=0.6, label="data", zorder=3)
+    else:
+        pos = Y >= 0.5
+        ax.scatter(X[~pos, 0], X[~pos, 1], s=28, c="#2166ac", edgecolors="w", linewidths=0.7, label="y = 0",
+                   zorder=3)
+        ax.scatter(X[pos, 0], X[pos, 1], s=28, c="#b2182b", edgecolors="w", linewidths=0.7, marker="s",
+                   label="y = 1", zorder=3)
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_title("Decision boundary")
+    ax.legend(fontsize="small", loc="best", framealpha=0.85)
+    return Z
+
+
+# ------------------------------------------------------------------------------------------
+# entry points
+
+
+def plot_training(path: str | os.PathLike, *, loss, val_loss=None, grad_norms=None, best: int = 0,
+                  layer_names: Sequence[str] | None = None, predict: Callable[[np.ndarray], np.ndarray] | None = None,
+                  X=None, Y=None, title: str = "") -> Path:
+    """Write one PNG with the story of a training run; returns its path.
+
+    * ``loss`` (restarts R, epochs E): the training loss per restart and epoch (R = 1 without
+      restarts; a 1-D array is one run). ``val_loss``: the same shape, or None. NaN entries (a run
+      stopped early) are not drawn. The restart ``best`` is drawn solid, the others faint.
+    * ``grad_norms`` (R, E, L): ‖∂L/∂W_l‖ per layer and epoch; the best restart's curves are drawn
+      on a log scale, labelled ``layer 1 … layer L`` or ``layer_names``.
+    * ``predict`` (with ``X`` (N, 2) and ``Y`` (N,) of 0/1): maps a (M, 2) float64 array of points to
+      (M, 1) probabilities; its 0.5 contour is the decision boundary. With another number of input
+      columns, or no ``predict``, this panel is left out.
+    """
+    check_png_path(path)
+    L, V, best = check_losses(loss, val_loss, best)
+    G = names = None
+    if grad_norms is not None:
+        G, names = check_grad_norms(grad_norms, *L.shape, layer_names)
+    elif layer_names is not None:
+        raise PlotError("layer_names was given without grad_norms")
+    boundary = False
+    if predict is not None:
+        if not callable(predict):
+            raise PlotError(f"predict must be a function of a (M, 2) array of points, got {type(predict).__name__}")
+        if X is None:
+            raise PlotError("predict was given without X (the inputs, (N, 2), to draw the boundary around)")
+        Xa, Ya = check_points(X, Y)
+        boundary = Xa.shape[1] == 2
+    elif X is not None:
+        Xa, Ya = check_points(X, Y)  # validated, but there is nothing to draw without predict
+    panels = 1 + (G is not None) + boundary
+    fig = new_figure(5.4 * panels + (0.8 if boundary else 0.0), 4.4)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    draw_losses(axes[0], L, V, best)
+    if G is not None:
+        draw_grad_norms(axes[1], G, names, best)
+    if boundary:
+        draw_decision_boundary(axes[-1], predict, Xa, Ya)
+    if title:
+        fig.suptitle(title, fontsize="large")
+    return save_png(fig, path)
+
+
+def plot_losses(path: str | os.PathLike, loss, val_loss=None, *, best: int = 0, title: str = "") -> Path:
+    """Only the loss panel of :func:`plot_training`."""
+    return plot_training(path, loss=loss, val_loss=val_loss, best=best, title=title)
+
+
+def plot_grad_norms(path: str | os.PathLike, grad_norms, *, best: int = 0,
+                    layer_names: Sequence[str] | None = None, title: str = "") -> Path:
+    """Only the gradient-norm panel: ``grad_norms`` (R, E, L) or (E, L)."""
+    G = _array(grad_norms, "grad_norms", (2, 3))
+    G = G[None] if G.ndim == 2 else G
+    best = _check_best(best, G.shape[0])
+    G, names = check_grad_norms(G, G.shape[0], G.shape[1], layer_names)
+    fig = new_figure(6.0, 4.4)
+    draw_grad_norms(fig.subplots(), G, names, best)
+    if title:
+        fig.suptitle(title)
+    return save_png(fig, path)
+
+
+def plot_decision_boundary(path: str | os.PathLike, predict: Callable[[np.ndarray], np.ndarray], X, Y=None, *,
+                           title: str = "") -> Path:
+    """Only the decision-boundary panel; ``X`` must have exactly 2 columns here."""
+    if not callable(predict):
+        raise PlotError(f"predict must be a function of a (M, 2) array of points, got {type(predict).__name__}")
+    X, Y = check_points(X, Y)
+    if X.shape[1] != 2:
+        raise PlotError(f"a decision boundary needs exactly 2 input columns; X has {X.shape[1]}")
+    fig = new_figure(6.4, 5.0)
+    draw_decision_boundary(fig.subplots(), predict, X, Y)
+    if title:
+        fig.suptitle(title)
+    return save_png(fig, path)
+

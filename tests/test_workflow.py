@@ -1,0 +1,257 @@
+"""The training workflow end to end: fit() and `derive train` / `derive predict` on bundled data,
+divergence, restarts, save -> load -> predict, resume, gradient diagnostics, progress output."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from derive.data import load_dataset
+from derive.errors import DeriveError
+from derive.runtime.checkpoint import CheckpointError, load_checkpoint
+from derive.runtime.fit import Diverged, fit, gradient_warnings
+from derive.runtime.progress import TerminalProgress
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    return load_dataset("breast_cancer")
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return CliRunner()
+
+
+def _run(runner, *args):
+    result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+# --------------------------------------------------------------------------- CLI on bundled data
+
+
+def test_train_cli_on_bundled_breast_cancer_saves_and_predicts(runner, tmp_path, cancer):
+    save = tmp_path / "bc.npz"
+    r = _run(runner, "train", "breast_cancer", "--epochs", 8, "--standardize", "--save", save, "--log-every", 4)
+    assert r.exit_code == 0, r.output
+    out = r.output
+    assert "derive show breast_cancer" in out and "generated/breast_cancer.py lists every equation" in out
+    assert "epoch 4/8" in out and "epoch 8/8" in out
+    assert "val loss" in out and "accuracy" in out and "8 epochs in" in out
+    ck = load_checkpoint(save)
+    assert ck.name == "breast_cancer" and ck.standardizer is not None and ck.state["epoch"] == 8
+    assert ck.meta["targets"] == ["malignant"] and ck.meta["metrics"]["val_accuracy"] > 0.85
+    r = _run(runner, "predict", save, "--data", "breast_cancer")
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert lines[0] == "malignant" and len(lines) == 1 + cancer.n_samples
+    module = importlib.import_module("generated.breast_cancer")
+    expected = module.forward(ck.params, ck.standardizer.transform(cancer.X))
+    np.testing.assert_allclose(np.array(lines[1:], dtype=float), expected[:, 0], rtol=1e-8)
+
+
+def test_train_cli_on_a_csv_file_with_plot(runner, tmp_path):
+    moons = load_dataset("moons", n=120, seed=1)
+    csv = tmp_path / "moons.csv"
+    rows = ["x1,x2,label"] + [f"{a:.17g},{b:.17g},{int(c)}" for (a, b), (c,) in zip(moons.X, moons.Y)]
+    csv.write_text("\n".join(rows) + "\n")
+    png = tmp_path / "moons.png"
+    r = _run(runner, "train", "moons", "--data", csv, "--target", "label", "--epochs", 30, "--restarts", 2,
+             "--plot", png, "--lr", 0.02, "--batch-size", 16)
+    assert r.exit_code == 0, r.output
+    assert "best of 2 restarts" in r.output and "lr=0.02" in r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["moons", "--data", "{csv}"], "--target COL"),
+    (["moons", "--data", "{csv}", "--target", "lable"], "lable"),
+    (["moons", "--data", "{bad}", "--target", "label"], "line 3"),
+    (["moons", "--data", "{outside}", "--target", "label"], "within [0, 1]"),
+    (["moons", "--data", "moon"], "'moons'"),
+    (["moons", "--data", "moons", "--momentom", "0.9"], "--beta1"),
+    (["moons", "--data", "moons", "--beta1", "x"], "needs a number"),
+    (["moons", "--data", "moons", "--beta1", "1.5"], "beta1 must lie in"),
+    (["moons", "--data", "diabetes"], "10 columns but the model takes 2"),
+    (["xor_nonexistent", "--data", "xor"], "no model 'xor_nonexistent'"),
+    (["moons", "--data", "moons", "--resume", "{missing}"], "no such checkpoint file"),
+])
+def test_train_cli_errors_are_one_clear_line(runner, tmp_path, args, message):
+    csv = tmp_path / "ok.csv"
+    csv.write_text("x1,x2,label\n0,1,1\n1,0,1\n0,0,0\n")
+    (tmp_path / "bad.csv").write_text("x1,x2,label\n0,1,1\n1,abc,1\n")
+    (tmp_path / "outside.csv").write_text("x1,x2,label\n0,1,1\n1,0,2\n")
+    paths = {"csv": csv, "bad": tmp_path / "bad.csv", "outside": tmp_path / "outside.csv",
+             "missing": tmp_path / "missing.npz"}
+    r = _run(runner, "train", *[a.format(**paths) for a in args], "--epochs", 1)
+    assert r.exit_code == 1, r.output
+    assert "error:" in r.output and message in r.output and "Traceback" not in r.output
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def _ramp(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3)) * 10
+    return X, X @ np.array([[1.0], [-2.0], [0.5]])
+
+
+def test_divergence_stops_at_once_and_keeps_the_last_finite_parameters():
+    """A huge learning rate: fit raises Diverged naming epoch and batch, and the parameters are those
+    a Python loop over step() had at its last finite loss (before the update that broke it)."""
+    X, Y = _ramp()
+    with pytest.raises(Diverged) as info:
+        fit("linear", X, Y, epochs=50, batch_size=8, val_split=0.0, hyper={"lr": 5.0})
+    err = info.value
+    assert "epoch" in str(err) and "batch" in str(err) and "smaller learning rate (--lr 0.5)" in str(err)
+    got = err.result.params
+    assert all(np.isfinite(v).all() for v in got.values())
+
+    lin = importlib.import_module("generated.linear")
+    from derive.data import train_val_split
+
+    X, Y, _, _ = train_val_split(X, Y, 0.0, 0)  # fit's row order
+    p = lin.init_params(0)
+    s = lin.init_state(p)
+    n, B = len(X), 8
+    previous = None
+    for e in range(50):
+        perm = lin.permutations(n, 1, seed=0, start=e)[0]
+        for b in range(0, n, B):
+            before = {k: v.copy() for k, v in p.items()}
+            value = lin.step(p, s, X[perm[b:b + B]], Y[perm[b:b + B]], lr=5.0)
+            if not np.isfinite(value):
+                expected = previous
+                break
+            previous = before
+        else:
+            s["epoch"] += 1
+            continue
+        break
+    assert all(np.array_equal(got[k], expected[k]) for k in got)
+    assert np.isfinite(lin.loss(got, X, Y))
+
+
+def test_divergence_exits_3_and_overwrites_nothing(runner, tmp_path):
+    X, Y = _ramp()
+    csv = tmp_path / "ramp.csv"
+    csv.write_text("a,b,c,y\n" + "\n".join(",".join(f"{v:.17g}" for v in (*x, y[0])) for x, y in zip(X, Y)) + "\n")
+    save = tmp_path / "keep.npz"
+    save.write_bytes(b"the previous model")
+    r = _run(runner, "train", "linear", "--data", csv, "--target", "y", "--lr", 5, "--epochs", 50,
+             "--save", save, "--plot", tmp_path / "p.png")
+    assert r.exit_code == 3, r.output
+    assert "training diverged" in r.output and "clipping" in r.output
+    assert save.read_bytes() == b"the previous model" and not (tmp_path / "p.png").exists()
+
+
+# --------------------------------------------------------------------------- restarts, save/load, resume
+
+
+def test_restarts_are_distinct_and_the_best_is_picked(cancer):
+    res = fit("breast_cancer", data=cancer, epochs=6, restarts=3, standardize=True, seed=5)
+    finals = res.history["val_loss"][:, -1]
+    assert len(set(finals.tolist())) == 3 and res.best == int(np.argmin(finals))
+    assert res.seeds == (5, 6, 7)
+    assert res.metrics["spread_min"] == pytest.approx(finals.min())
+    assert res.metrics["val_loss"] == pytest.approx(finals.min())  # the best run's final validation loss
+    firsts = [res.history["loss"][k, 0] for k in range(3)]
+    assert len(set(firsts)) == 3  # different initialisations
+
+
+def test_save_load_predict_round_trip_and_resume(tmp_path, cancer):
+    from derive.runtime.command import save_result
+
+    a = fit("breast_cancer", data=cancer, epochs=4, standardize=True)
+    path = save_result(a, str(tmp_path / "run.npz"), cancer)
+    ck = load_checkpoint(path, a.module)
+    np.testing.assert_array_equal(a.predict(cancer.X), a.module.forward(ck.params, ck.standardizer.transform(cancer.X)))
+    b = fit("breast_cancer", data=cancer, epochs=3, resume=path)
+    straight = fit("breast_cancer", data=cancer, epochs=7, standardize=True)
+    assert all(np.array_equal(b.params[k], straight.params[k]) for k in b.params)
+    assert b.state["epoch"] == 7 and b.state["t"] == straight.state["t"]
+
+
+def test_resume_into_another_model_is_refused(tmp_path, cancer):
+    from derive.runtime.command import save_result
+
+    a = fit("breast_cancer", data=cancer, epochs=1, standardize=True)
+    path = save_result(a, str(tmp_path / "run.npz"), cancer)
+    diabetes = load_dataset("diabetes")
+    with pytest.raises(CheckpointError, match="breast_cancer"):
+        fit("diabetes", data=diabetes, epochs=1, resume=path)
+
+
+def test_fit_input_errors(cancer):
+    with pytest.raises(DeriveError, match="epochs must be an integer >= 1"):
+        fit("breast_cancer", data=cancer, epochs=0)
+    with pytest.raises(DeriveError, match="unknown hyperparameter 'lrr'"):
+        fit("breast_cancer", data=cancer, epochs=1, hyper={"lrr": 0.1})
+    X = cancer.X.copy()
+    X[3, 4] = np.nan
+    with pytest.raises(DeriveError, match="row 4, column 5"):
+        fit("breast_cancer", X, cancer.Y, epochs=1)
+
+
+def test_fit_accepts_a_python_spec(tmp_path, monkeypatch):
+    from derive.spec import Dense, Model
+
+    monkeypatch.setenv("DERIVE_CACHE_DIR", str(tmp_path))
+    d = load_dataset("circles", n=100)
+    spec = Model("circles_net", 2, [Dense(8, "relu"), Dense(1, "sigmoid")], "bce", {"name": "adam", "lr": 0.05})
+    res = fit(spec, data=d, epochs=40, batch_size=20, val_split=0.0)
+    assert (tmp_path / "models" / "circles_net.py").exists()
+    assert res.metrics["train_accuracy"] > 0.8 and "val_loss" not in res.metrics
+
+
+# --------------------------------------------------------------------------- diagnostics and progress
+
+
+def test_vanishing_gradients_are_reported_for_the_deep_sigmoid_net():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    Y = (X.sum(axis=1, keepdims=True) > 0).astype(float)
+    res = fit("deep_sigmoid", X, Y, epochs=5, hyper={"lr": 0.5})
+    assert any(w.startswith("vanishing gradients") and "saturating activations" in w for w in res.warnings)
+    assert fit("xor", *(lambda d: (d.X, d.Y))(load_dataset("xor")), epochs=5).warnings == []
+
+
+def test_gradient_warnings_thresholds():
+    spec = {"layers": [[8, "relu"], [8, "relu"], [1, "identity"]]}
+    g = np.array([[1e-5, 1.0, 1.0]] * 4)
+    assert gradient_warnings(g, spec)[0].startswith("vanishing")
+    assert gradient_warnings(np.array([[1e4, 1.0, 1.0]] * 4), spec)[0].startswith("exploding")
+    assert gradient_warnings(np.array([[0.5, 1.0, 2.0]] * 4), spec) == []
+    assert gradient_warnings(np.full((3, 3), np.nan), spec) == []
+
+
+def test_progress_bar_on_a_terminal_and_lines_otherwise():
+    tty, log = io.StringIO(), io.StringIO()
+    for stream, is_tty in ((tty, True), (log, False)):
+        p = TerminalProgress(stream, is_tty)
+        p.start(10, 0)
+        p.update(10, 0.5, 0.6)
+        p.line("epoch 10/10  loss 0.5")
+        p.finish()
+    assert "\r" in tty.getvalue() and "[########################]" in tty.getvalue()
+    assert log.getvalue() == "epoch 10/10  loss 0.5\n"
+
+
+def test_readme_main_job_runs_from_a_fresh_folder(runner, tmp_path):
+    """Outside the repository (no derive.toml): the bundled models are used."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        r = _run(runner, "train", "diabetes", "--standardize", "--epochs", 3)
+    finally:
+        os.chdir(cwd)
+    assert r.exit_code == 0, r.output
+    assert "train loss" in r.output and "accuracy" not in r.output
