@@ -370,7 +370,8 @@ def load_csv(
     """Read a comma-separated file with a header row of column names.
 
     ``targets`` names the column(s) that go into ``Y``; ``features`` the ones
-    for ``X`` (default: every other column, in file order). Only the selected
+    for ``X`` (default: every other column, in file order). With ``features``
+    given, ``targets`` may be empty (inputs only, for predictions: ``Y`` is (n, 0)). Only the selected
     columns must hold numbers, so a text column (an id, a name) may stay in the
     file if ``features`` leaves it out. Blank lines are skipped. Every cell used
     must be a finite number: empty cells, ``nan``, ``inf``, ``NA``, ``?`` ... are
@@ -381,7 +382,7 @@ def load_csv(
     if isinstance(targets, str):
         targets = [targets]
     targets = list(targets)
-    if not targets:
+    if not targets and features is None:  # inputs only (for predictions) need the features named
         raise DataError("no target column given", where)
     if p.is_dir():
         raise DataError("is a folder, not a CSV file", where)

@@ -105,11 +105,14 @@ KERNEL_NAMES = frozenset({
     # module globals the kernels and wrappers read
     "math", "numba", "np", "SPEC", "SPEC_HASH", "PARAM_NAMES", "HYPER", "STATE_NAMES", "SCALAR_STATE", "INIT",
     "MODELS", "forward", "loss", "gradients", "step", "train", "permutations", "init_params", "init_state",
+    "DROPOUT", "INIT_SCHEMES", "train_many",
     # kernel arguments and locals
     "X", "Y", "Xb", "Yb", "P", "Q", "G", "N", "B", "L", "R", "nb", "n", "e", "b", "s", "r", "row", "i", "j", "k",
     "p", "q", "gr", "theta", "g", "t", "t0", "epoch", "epoch0", "epochs", "batch", "batch_size", "shuffle", "seed",
     "perm", "history", "flip", "value", "total", "ell", "scale", "clip_coef", "grad_norm", "lr_t", "status",
-    "steps", "delta", "out",
+    "steps", "delta", "out", "drop", "acc", "track", "l", "gnorm", "grad_norms", "results",
+    # train_many's stacked arrays and arguments
+    "Xbs", "Ybs", "perms", "historys", "gnorms", "seeds", "states", "params_list",
     # locals of init_state (initial values of state read hyperparameters into locals there) and
     # the parameters of the public functions (hyperparameters are their keyword arguments)
     "arrays", "values", "state", "pname", "arr", "params", "hyper",
@@ -119,15 +122,15 @@ KERNEL_NAMES = frozenset({
 #: Patterns of generated names: per-layer arrays and symbols, per-parameter state arrays,
 #: state buffers inside the update kernel, output buffers.
 KERNEL_PATTERNS = (
-    re.compile(r"^(W|b|Z|A|D|E|gW|gb|z_|a_|e_|delta_|n_|Delta_)\d+$"),
+    re.compile(r"^(W|b|Z|A|D|E|H|M|gW|gb|z_|a_|e_|h_|m_|delta_|n_|Delta_)\d+s?$"),
     re.compile(r"^[sSrR]_"),
-    re.compile(r"_(W|b)\d+(_out)?$"),
-    re.compile(r"_(out|state|state_out)$"),
+    re.compile(r"_(W|b)\d+(_out)?s?$"),
+    re.compile(r"_(out|state|state_out|outs|states|state_outs)$"),
     re.compile(r"^_"),
 )
 #: Activation parameters become SymPy symbols next to the element symbols of the derivation.
 PARAM_RESERVED = frozenset({"z", "a", "y", "yhat", "e", "pi", "n", "N", "L", "delta", "ell", "A", "Z", "W", "b",
-                            "D", "E", "Delta"}) | frozenset(FUNCTIONS)
+                            "D", "E", "Delta", "h", "m", "H", "M"}) | frozenset(FUNCTIONS)
 
 
 def _identifier(name: object, where: str, what: str) -> str:

@@ -447,7 +447,7 @@ def _exposed_identifiers(source: str, own: set[str]) -> set[str]:
     return names
 
 
-RICH_MODELS = ("xor_regularized", "xor_nadam", "xor_adam", "xor_rmsprop_centered", "activations")
+RICH_MODELS = ("xor_regularized", "xor_nadam", "xor_adam", "xor_rmsprop_centered", "activations", "breast_cancer")
 
 
 def test_every_generated_identifier_is_reserved():

@@ -55,6 +55,13 @@ def test_train_cli_on_bundled_breast_cancer_saves_and_predicts(runner, tmp_path,
     module = importlib.import_module("generated.breast_cancer")
     expected = module.forward(ck.params, ck.standardizer.transform(cancer.X))
     np.testing.assert_allclose(np.array(lines[1:], dtype=float), expected[:, 0], rtol=1e-8)
+    inputs = tmp_path / "new_rows.csv"  # the inputs only, as for new patients
+    inputs.write_text(",".join(cancer.feature_names) + "\n"
+                      + "\n".join(",".join(f"{v:.17g}" for v in row) for row in cancer.X[:7]) + "\n")
+    r = _run(runner, "predict", save, "--data", inputs, "-o", tmp_path / "pred.csv")
+    assert r.exit_code == 0, r.output
+    got = np.loadtxt(tmp_path / "pred.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(got, expected[:7, 0], rtol=1e-8)
 
 
 def test_train_cli_on_a_csv_file_with_plot(runner, tmp_path):
@@ -254,4 +261,4 @@ def test_readme_main_job_runs_from_a_fresh_folder(runner, tmp_path):
     finally:
         os.chdir(cwd)
     assert r.exit_code == 0, r.output
-    assert "train loss" in r.output and "accuracy" not in r.output
+    assert "train loss" in r.output and "accuracy" not in r.output and "R²" in r.output

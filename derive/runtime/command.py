@@ -164,8 +164,7 @@ def predict_command(checkpoint: str, data: str, target: str | None, spec: str | 
     if data in DATASETS and not Path(data).exists():
         X = load_dataset(data).X
     else:
-        X = load_csv(data, target or ck.meta.get("targets") or [],
-                     ck.meta.get("features")).X if (target or ck.meta.get("targets")) else _features_only(data, ck)
+        X = load_csv(data, _present(data, target, ck), ck.meta.get("features")).X
     from .fit import _matrix
 
     X = _matrix(X, "X", module.SPEC["inputs"])
@@ -184,6 +183,18 @@ def predict_command(checkpoint: str, data: str, target: str | None, spec: str | 
         click.echo(text, nl=False)
 
 
-def _features_only(data: str, ck) -> np.ndarray:
-    raise DataError("give --target (the CSV's target columns, which are skipped) or save the model with "
-                    "`derive train --save` so its feature names are known", data)
+def _present(data: str, target: str | None, ck) -> list[str]:
+    """The target columns to skip: --target, else the saved targets that the file has (none when
+    it holds the inputs only, which needs the saved feature names)."""
+    if target:
+        return [t.strip() for t in target.split(",")]
+    saved = ck.meta.get("targets") or []
+    if not ck.meta.get("features"):
+        raise DataError("give --target (the CSV's target columns, which are skipped): this checkpoint does "
+                        "not record the feature names (save it with `derive train --save`)", data)
+    try:
+        with open(data, encoding="utf-8-sig") as fh:
+            header = [c.strip() for c in fh.readline().split(",")]
+    except OSError:
+        return saved  # load_csv says what is wrong with the file
+    return [t for t in saved if t in header]

@@ -84,6 +84,8 @@ class FitResult:
                 text = f"  {part + ' loss':<11}{m[f'{part}_loss']:.6g}"
                 if f"{part}_accuracy" in m:
                     text += f"   accuracy {m[f'{part}_accuracy']:.2%}"
+                if f"{part}_r2" in m:
+                    text += f"   R² {m[f'{part}_r2']:.3f}"
                 lines.append(text)
         if m["restarts"] > 1:
             lines.append(f"  best of {m['restarts']} restarts: run {self.best} (seed {self.seeds[self.best]}); "
@@ -323,9 +325,13 @@ def _metrics(result: FitResult, Xtr, Ytr, Xva, Yva, hyper) -> None:
         if not len(X):
             continue
         m[f"{part}_loss"] = float(module.loss(params, X, Y, **hyper))
+        pred = module.forward(params, X)
         if module.SPEC["loss"] == "bce":
-            pred = module.forward(params, X) >= 0.5
-            m[f"{part}_accuracy"] = float(np.mean(pred == (Y >= 0.5)))
+            m[f"{part}_accuracy"] = float(np.mean((pred >= 0.5) == (Y >= 0.5)))
+        elif len(X) > 1:  # coefficient of determination, averaged over the outputs
+            sst = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0)
+            sse = ((Y - pred) ** 2).sum(axis=0)
+            m[f"{part}_r2"] = float(np.mean(1.0 - sse / np.where(sst > 0, sst, np.nan)))
 
 
 def _divergence_message(module, where: dict, hyper: dict, runs: int) -> str:
