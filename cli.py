@@ -271,7 +271,9 @@ def plot_surface_cmd(preset: str | None, expr: str | None, variables: str | None
         raise click.UsageError("give a PRESET or --expr, not both")
     if variables is not None and expr is None:
         raise click.UsageError("--variables goes with --expr")
-    from derive.runtime.plots import check_png_path
+    from derive.runtime.plots import check_png_path, require_matplotlib
+
+    require_matplotlib()  # before any work
 
     check_png_path(output)
     kwargs = {"optimizers": s.parse_names(optimizers), "steps": steps,

@@ -262,3 +262,17 @@ def test_readme_main_job_runs_from_a_fresh_folder(runner, tmp_path):
         os.chdir(cwd)
     assert r.exit_code == 0, r.output
     assert "train loss" in r.output and "accuracy" not in r.output and "R²" in r.output
+
+
+def test_without_matplotlib_plots_fail_first_with_one_line(runner, tmp_path, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    r = _run(runner, "train", "moons", "--epochs", 2, "--plot", tmp_path / "m.png")
+    assert r.exit_code == 1 and "pip install 'derive[plot]'" in r.output and "epoch" not in r.output
+    r = _run(runner, "plot-surface", "saddle", "-o", tmp_path / "s.png")
+    assert r.exit_code == 1 and "pip install 'derive[plot]'" in r.output and "Traceback" not in r.output
+    r = _run(runner, "train", "moons", "--epochs", 2, "--plot", tmp_path / "m.txt")
+    assert r.exit_code == 1 and ".png" in r.output

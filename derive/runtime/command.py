@@ -78,6 +78,11 @@ def train_command(name: str, *, data: str | None, target: str | None, spec: str 
     spec_d = module.SPEC
     hyper = parse_hyper(module, extra, lr)
     dataset = read_data(data, target, name, spec_d)
+    if plot:  # say it before training, not after
+        from .plots import check_png_path, require_matplotlib
+
+        check_png_path(plot)
+        require_matplotlib()
     if save and Path(save).is_dir():
         raise DeriveError(f"--save {save} is a folder; give a file name such as {Path(save) / (name + '.npz')}")
     module_file = getattr(module, "__file__", "?")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import suggest
-from .plots import PlotError, check_png_path, new_figure, save_png
+from .plots import PlotError, check_png_path, new_figure, require_matplotlib, save_png
 
 __all__ = ["PRESETS", "Preset", "Run", "Comparison", "plot_surface", "plot_preset", "compare", "draw_comparison",
            "cache_dir", "parse_point", "parse_lr", "parse_names", "parse_box"]
@@ -450,6 +450,7 @@ def _lr_text(lr: float | None) -> str:
 
 def draw_comparison(comparison: Comparison, path: str | os.PathLike, *, title: str = "") -> Path:
     """Write the picture of a :class:`Comparison` as PNG; returns the path."""
+    require_matplotlib()
     from matplotlib.lines import Line2D
 
     c = comparison
