@@ -92,10 +92,11 @@ def build(spec: str, out: str | None, only: tuple[str, ...], check: bool) -> Non
               help="Rows per step: >= the training rows is full-batch gradient descent, 1 is stochastic.")
 @click.option("--lr", type=float, help="Learning rate [default: the model's]. Every other hyperparameter of the "
                                         "model is an option too: --momentum 0.9, --beta2 0.99, ...")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Seeds the split, the initialisation (seed + k for restart k) and the shuffles.")
-@click.option("--val-split", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True),
-              help="Fraction of the rows held out for validation.")
+@click.option("--seed", type=click.IntRange(min=0),
+              help="Seeds the split, the initialisation (seed + k for restart k) and the shuffles "
+                   "[default: 0, or the resumed run's].")
+@click.option("--val-split", type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="Fraction of the rows held out for validation [default: 0.2, or the resumed run's].")
 @click.option("--standardize", is_flag=True, help="Scale each input column to mean 0, std 1 (training-set statistics, "
                                                   "saved with the model).")
 @click.option("--restarts", default=1, show_default=True, type=click.IntRange(min=1),
@@ -113,7 +114,8 @@ def build(spec: str, out: str | None, only: tuple[str, ...], check: bool) -> Non
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.pass_context
 def train(ctx: click.Context, name: str, data: str | None, target: str | None, spec: str, epochs: int,
-          batch_size: int, lr: float | None, seed: int, val_split: float, standardize: bool, restarts: int,
+          batch_size: int, lr: float | None, seed: int | None, val_split: float | None, standardize: bool,
+          restarts: int,
           init: str | None, save: str | None, plot: str | None, log_every: int | None, resume: str | None,
           dtype: str) -> None:
     """Train model NAME on data and report: progress, final loss and accuracy, warnings.

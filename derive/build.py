@@ -16,7 +16,6 @@ import contextlib
 import difflib
 import errno
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ except ImportError:  # pragma: no cover (Windows: builds are not serialised)
 from .codegen.render import render_module, render_package_init
 from .derivation import derive_model
 from .errors import BuildError, DeriveError
+from .files import write_atomic
 from .spec import ModelSpec
 
 #: First line of every file derive writes; stale files are recognised by it.
@@ -137,25 +137,6 @@ def _stale(out: Path, expected: dict[str, str]) -> list[Path]:
     if not out.is_dir():
         return []
     return sorted(p for p in out.glob("*.py") if p.name not in expected and _is_ours(p))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        try:  # mkstemp makes 0600: keep the replaced file's mode, else the umask's default
-            mode = path.stat().st_mode & 0o777
-        except OSError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build(models: list[ModelSpec], all_models: list[ModelSpec], out: Path, source: str,

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import sympy as sp
 
-from .build import write_atomic
 from .codegen.render import _Emitter, _environment, _hyper_checks, describe, update_context
 from .derivation import Derivation, update_equations
 from .errors import SpecError
 from .expr import parse
+from .files import write_atomic
 from .spec import OptimizerSpec, ScheduleSpec, TrainingSettings, check_name, make_optimizer, make_schedule
 
 RESERVED_VARIABLES = frozenset({"f", "d", "theta", "g", "t", "epoch", "k", "p", "gr", "clip_coef", "steps",

@@ -257,6 +257,10 @@ def _train_many(X, Y, W1s, b1s, W2s, b2s, W1_outs, b1_outs, W2_outs, b2_outs, Z1
 # --------------------------------------------------------------------------- Python API
 
 
+#: The optimizer-state arrays that train() double-buffers: per parameter, then scalar state.
+_STATE_KEYS = [f"{s}_{p}" for s in STATE_NAMES for p in PARAM_NAMES] + list(SCALAR_STATE)
+
+
 def _fail(message):
     raise ValueError(f"xor: {message}")
 
@@ -526,8 +530,7 @@ def train(params, state, X, Y, epochs=1, batch_size=32, seed=0, shuffle=True, gr
     Zs, As, Ds, Hs, Ms = _workspace(arrays, B)
     grads = [np.empty_like(p) for p in arrays]
     outs = [p.copy() for p in arrays]
-    state_keys = [f"{s}_{p}" for s in STATE_NAMES for p in PARAM_NAMES] + list(SCALAR_STATE)
-    state_out = {k: state[k].copy() for k in state_keys}
+    state_out = {k: state[k].copy() for k in _STATE_KEYS}
     Xb = np.empty((B, X.shape[1]), X.dtype)
     Yb = np.empty((B, Y.shape[1]), Y.dtype)
     perm = np.empty(n, dtype=np.int64)
@@ -536,11 +539,10 @@ def train(params, state, X, Y, epochs=1, batch_size=32, seed=0, shuffle=True, gr
     t0 = int(state["t"])
     epoch0 = int(state["epoch"])
     status, epoch, batch, steps, flip = _train(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], outs[0], outs[1], outs[2], outs[3], Zs[0], As[0], Zs[1], As[1], Ds[0], Ds[1], grads[0], grads[1], grads[2], grads[3], Xb, Yb, perm, history, gnorm, epochs, batch_size, bool(shuffle), seed, t0, epoch0, *hv)
-    return _finish(arrays, outs, state, state_out, state_keys, history, gnorm, epochs, t0,
-                   status, epoch, batch, steps, flip)
+    return _finish(arrays, outs, state, state_out, history, gnorm, epochs, t0, status, epoch, batch, steps, flip)
 
 
-def _finish(arrays, outs, state, state_out, state_keys, history, gnorm, epochs, t0, status, epoch, batch, steps, flip):
+def _finish(arrays, outs, state, state_out, history, gnorm, epochs, t0, status, epoch, batch, steps, flip):
     """Bring the latest (or, after a non-finite loss, the last finite) buffer back into params and
     state, and build the result of train()."""
     if status == 1 and steps > 0:
@@ -549,7 +551,7 @@ def _finish(arrays, outs, state, state_out, state_keys, history, gnorm, epochs, 
     if flip == 1:
         for p, o in zip(arrays, outs):
             p[...] = o
-        for k in state_keys:
+        for k in _STATE_KEYS:
             state[k][...] = state_out[k]
     state["t"] = int(t0 + steps)
     done = int(epoch) if status else epochs
@@ -591,8 +593,7 @@ def train_many(params_list, states, X, Y, epochs=1, batch_size=32, seeds=None, s
     arrays = [np.stack([r[0][i] for r in runs]) for i in range(len(PARAM_NAMES))]
     outs = [a.copy() for a in arrays]
     grads = [np.empty_like(a) for a in arrays]
-    state_keys = [f"{s}_{p}" for s in STATE_NAMES for p in PARAM_NAMES] + list(SCALAR_STATE)
-    state = {k: np.stack([r[1][k] for r in runs]) for k in state_keys}
+    state = {k: np.stack([r[1][k] for r in runs]) for k in _STATE_KEYS}
     state_out = {k: v.copy() for k, v in state.items()}
     Zs, As, Ds, Hs, Ms = [[None if w is None else np.stack([w] * K) for w in ws]
                           for ws in _workspace(runs[0][0], B)]
@@ -610,8 +611,8 @@ def train_many(params_list, states, X, Y, epochs=1, batch_size=32, seeds=None, s
         status, epoch, batch, steps, flip = (int(v) for v in results[k])
         for p, a in zip(arrs, arrays):
             p[...] = a[k]
-        for key in state_keys:
+        for key in _STATE_KEYS:
             st[key][...] = state[key][k]
-        out.append(_finish(arrs, [o[k] for o in outs], st, {key: v[k] for key, v in state_out.items()}, state_keys,
+        out.append(_finish(arrs, [o[k] for o in outs], st, {key: v[k] for key, v in state_out.items()},
                            history[k], gnorm[k], epochs, t0, status, epoch, batch, steps, flip))
     return out

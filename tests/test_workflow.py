@@ -187,6 +187,18 @@ def test_save_load_predict_round_trip_and_resume(tmp_path, cancer):
     assert b.state["epoch"] == 7 and b.state["t"] == straight.state["t"]
 
 
+def test_resume_keeps_the_saved_seed_and_split(tmp_path, cancer):
+    """Resuming without --seed/--val-split continues with the run's own split and shuffles."""
+    from derive.runtime.command import save_result
+
+    a = fit("breast_cancer", data=cancer, epochs=2, standardize=True, seed=3, val_split=0.3)
+    path = save_result(a, str(tmp_path / "run.npz"), cancer)
+    b = fit("breast_cancer", data=cancer, epochs=2, resume=path)
+    straight = fit("breast_cancer", data=cancer, epochs=4, standardize=True, seed=3, val_split=0.3)
+    assert all(np.array_equal(b.params[k], straight.params[k]) for k in b.params)
+    assert b.settings["seed"] == 3 and b.settings["val_split"] == 0.3
+
+
 def test_resume_into_another_model_is_refused(tmp_path, cancer):
     from derive.runtime.command import save_result
 
@@ -215,7 +227,7 @@ def test_fit_accepts_a_python_spec(tmp_path, monkeypatch):
     d = load_dataset("circles", n=100)
     spec = Model("circles_net", 2, [Dense(8, "relu"), Dense(1, "sigmoid")], "bce", {"name": "adam", "lr": 0.05})
     res = fit(spec, data=d, epochs=40, batch_size=20, val_split=0.0)
-    assert (tmp_path / "models" / "circles_net.py").exists()
+    assert (tmp_path / "derive_models" / "circles_net.py").exists()
     assert res.metrics["train_accuracy"] > 0.8 and "val_loss" not in res.metrics
 
 
@@ -276,3 +288,28 @@ def test_without_matplotlib_plots_fail_first_with_one_line(runner, tmp_path, mon
     assert r.exit_code == 1 and "pip install 'derive[plot]'" in r.output and "Traceback" not in r.output
     r = _run(runner, "train", "moons", "--epochs", 2, "--plot", tmp_path / "m.txt")
     assert r.exit_code == 1 and ".png" in r.output
+
+
+def test_a_diverging_restart_drops_out_and_the_others_go_on(monkeypatch):
+    lin = importlib.import_module("generated.linear")
+    real = lin.init_params
+
+    def init(seed=0, dtype=np.float64, init=None):  # restart 1 starts where its loss overflows
+        p = real(seed=seed, dtype=dtype, init=init)
+        return {k: v * 1e200 for k, v in p.items()} if seed == 1 else p
+
+    monkeypatch.setattr(lin, "init_params", init)
+    X, Y = _ramp()
+    res = fit(lin, X / 10, Y / 10, epochs=20, batch_size=8, restarts=3, hyper={"lr": 0.05})
+    assert res.metrics["diverged_runs"] == 1 and res.best != 1
+    assert np.isnan(res.history["loss"][1]).all() and np.isfinite(res.history["loss"][[0, 2]]).all()
+    assert "1 diverged" in res.summary()
+
+
+def test_a_catalogue_model_is_the_module_users_import():
+    """fit() imports generated/<name>.py as generated.<name>: one module name per file, as
+    Numba's on-disk cache requires (a second name made later processes fail to load it)."""
+    from derive.runtime.models import load_model
+
+    assert load_model("xor", "derive.toml") is importlib.import_module("generated.xor")
+    assert load_model("xor") is importlib.import_module("generated.xor")

@@ -285,7 +285,6 @@ def render_module(d: Derivation) -> str:
         "many_args": ", ".join(args["many"]),
         "many_call": many_call,
         "dropout": bool(drops),
-        "dropout_layers": drops,
         "dropout_repr": repr(tuple(dropout_rate(model, l) for l in range(1, L))),
         "reg_call": reg_call,
     }

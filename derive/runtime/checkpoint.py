@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 
 from derive.data import DataError, Standardizer
 from derive.errors import DeriveError
+from derive.files import atomic_writer
 
 FORMAT = "derive-checkpoint"
 VERSION = 1
@@ -314,16 +314,8 @@ def _write_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise CheckpointError(f"the folder {str(path.parent)!r} does not exist", path)
     if path.is_dir():
         raise CheckpointError("is a folder; give a file name", path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_writer(path, sync=True) as fh:
             np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"cannot write the checkpoint: {exc}", path) from None
-        raise
+    except OSError as exc:
+        raise CheckpointError(f"cannot write the checkpoint: {exc}", path) from None

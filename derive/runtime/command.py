@@ -14,14 +14,14 @@ import numpy as np
 
 from ..data import DATASETS, DataError, Dataset, load_csv, load_dataset
 from ..errors import DeriveError, suggest
-from .fit import Diverged, FitResult, fit
+from .fit import Diverged, FitResult, fit, split_settings
 from .models import load_model
 from .progress import TerminalProgress
 
 EXIT_DIVERGED = 3
 
 
-def read_data(data: str | None, target: str | None, name: str, spec: dict) -> Dataset:
+def read_data(data: str | None, target: str | None, name: str) -> Dataset:
     """``--data`` as a bundled data set name or a CSV file (``--target`` naming its target columns)."""
     if data is None:
         if name in DATASETS:
@@ -71,13 +71,13 @@ def parse_hyper(module, extra: list[str], lr: float | None) -> dict[str, float]:
 
 
 def train_command(name: str, *, data: str | None, target: str | None, spec: str | None, epochs: int,
-                  batch_size: int, lr: float | None, seed: int, val_split: float, standardize: bool,
+                  batch_size: int, lr: float | None, seed: int | None, val_split: float | None, standardize: bool,
                   restarts: int, init: str | None, save: str | None, plot: str | None, log_every: int | None,
                   resume: str | None, dtype: str, extra: list[str]) -> None:
     module = load_model(name, spec)
     spec_d = module.SPEC
     hyper = parse_hyper(module, extra, lr)
-    dataset = read_data(data, target, name, spec_d)
+    dataset = read_data(data, target, name)
     if plot:  # say it before training, not after
         from .plots import check_png_path, require_matplotlib
 
@@ -85,6 +85,12 @@ def train_command(name: str, *, data: str | None, target: str | None, spec: str 
         require_matplotlib()
     if save and Path(save).is_dir():
         raise DeriveError(f"--save {save} is a folder; give a file name such as {Path(save) / (name + '.npz')}")
+    ck = None
+    if resume:
+        from .checkpoint import load_checkpoint
+
+        ck = load_checkpoint(resume, module)
+    seed, val_split = split_settings(ck, seed, val_split)
     module_file = getattr(module, "__file__", "?")
     echo = click.echo
     echo(f"model      {name}: {_summary(spec_d)}")
@@ -92,7 +98,7 @@ def train_command(name: str, *, data: str | None, target: str | None, spec: str 
          f"prints the derivation, `derive latex {name} -o {name}.tex` typesets it")
     echo(f"data       {_rel(dataset.source)}: {dataset.n_samples} samples, {dataset.n_inputs} inputs -> "
          f"{', '.join(dataset.target_names)}; {val_split:.0%} held out for validation"
-         + ("; inputs standardised" if standardize else ""))
+         + ("; inputs standardised" if standardize or (ck is not None and ck.standardizer is not None) else ""))
     hv = {**module.HYPER, **hyper}
     echo(f"training   {spec_d['optimizer']['name']}({', '.join(f'{k}={v:g}' for k, v in hv.items())}), "
          f"{epochs} epochs, batch {batch_size}, seed {seed}"
@@ -103,7 +109,7 @@ def train_command(name: str, *, data: str | None, target: str | None, spec: str 
     every = log_every if log_every is not None else (0 if tty else max(1, epochs // 10))
     try:
         result = fit(module, data=dataset, epochs=epochs, batch_size=batch_size, seed=seed, val_split=val_split,
-                     standardize=standardize, restarts=restarts, init=init, dtype=np.dtype(dtype), resume=resume,
+                     standardize=standardize, restarts=restarts, init=init, dtype=np.dtype(dtype), resume=ck,
                      log_every=every, progress=TerminalProgress(out, tty), hyper=hyper)
     except Diverged as exc:
         click.echo(f"error: {exc}", err=True)
@@ -180,7 +186,7 @@ def predict_command(checkpoint: str, data: str, target: str | None, spec: str | 
     lines = [",".join(names)] + [",".join(f"{v:.9g}" for v in row) for row in pred]
     text = "\n".join(lines) + "\n"
     if out:
-        from ..build import write_atomic
+        from ..files import write_atomic
 
         write_atomic(Path(out), text)
         click.echo(f"wrote {len(pred)} predictions to {out}", err=True)

@@ -133,8 +133,8 @@ def fit(
     data: Dataset | None = None,
     epochs: int = 100,
     batch_size: int = 32,
-    seed: int = 0,
-    val_split: float = 0.2,
+    seed: int | None = None,
+    val_split: float | None = None,
     standardize: bool = False,
     restarts: int = 1,
     init: object = None,
@@ -169,10 +169,14 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
     epochs = _count("epochs", epochs, 1)
     batch_size = _count("batch_size", batch_size, 1)
     restarts = _count("restarts", restarts, 1)
-    seed = _count("seed", seed, 0)
     log_every = _count("log_every", log_every, 0)
     if restarts > 1 and resume is not None:
         raise DeriveError("resume continues one saved run; it cannot be combined with restarts > 1")
+    ck = None
+    if resume is not None:
+        ck = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume, module)
+        ck.check(module)
+    seed, val_split = split_settings(ck, seed, val_split)
 
     # ---- data
     if data is not None:
@@ -188,10 +192,6 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
     check_targets(Y, spec_d["loss"], where, data.target_names if data is not None else None)
     Xtr, Ytr, Xva, Yva = train_val_split(X, Y, val_split, seed)
 
-    ck = None
-    if resume is not None:
-        ck = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume, module)
-        ck.check(module)
     scaler = None
     if ck is not None and ck.standardizer is not None:
         scaler = ck.standardizer
@@ -203,6 +203,8 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
     dt = np.dtype(ck.params["W1"].dtype if ck is not None else dtype)
     Xtr, Ytr, Xva, Yva = (np.ascontiguousarray(a, dtype=dt) for a in (Xtr, Ytr, Xva, Yva))
 
+    module._hyper(hyper)  # unknown names and bad values fail here, before any work
+
     # ---- parameters
     seeds = tuple(seed + k for k in range(restarts))
     if ck is not None:
@@ -212,7 +214,6 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
         for s in seeds:
             p = module.init_params(seed=s, dtype=dt, init=init)
             runs.append((p, module.init_state(p, **hyper)))
-    module._hyper(hyper)  # unknown names and bad values fail here, before any work
 
     # ---- train in chunks
     chunk = 1
@@ -291,6 +292,14 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
                        spread_max=float(finals.max()), diverged_runs=R - int(sum(alive)))
     result.warnings += gradient_warnings(history["grad_norm"][best], spec_d)
     return result
+
+
+def split_settings(ck, seed: int | None, val_split: float | None) -> tuple[int, float]:
+    """``seed`` and ``val_split``, where None means: as the resumed checkpoint ``ck`` was trained
+    (so it keeps its validation rows and its shuffles), else 0 and 0.2."""
+    saved = (ck.meta.get("settings") or {}) if ck is not None else {}
+    seed = _count("seed", saved.get("seed", 0) if seed is None else seed, 0)
+    return seed, saved.get("val_split", 0.2) if val_split is None else val_split
 
 
 def _count(name: str, value: object, low: int) -> int:

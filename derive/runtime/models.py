@@ -5,15 +5,15 @@
 * a name of the catalogue (``derive.toml`` by default): its module under the catalogue's output
   folder is used when it is current (same spec hash), and (re)built there when it is missing or
   stale, as ``derive build --only NAME`` would;
-* a :class:`~derive.spec.ModelSpec` (``Model(...)``): built into the cache folder
-  (``$DERIVE_CACHE_DIR`` or ``~/.cache/derive``), where Numba's cache of it survives between runs;
+* a :class:`~derive.spec.ModelSpec` (``Model(...)``): built into the package ``derive_models`` of
+  the cache folder (``$DERIVE_CACHE_DIR`` or ``~/.cache/derive``), where Numba's cache of it
+  survives between runs;
 * an already imported generated module.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import re
 import sys
@@ -44,7 +44,7 @@ def load_model(model: object, spec: str | os.PathLike | None = None, out: str | 
     if is_module(model):
         return model  # type: ignore[return-value]
     if isinstance(model, ModelSpec):
-        return _current(model, Path(out) if out else cache_dir() / "models", "<python>", [model])
+        return _current(model, Path(out) if out else cache_dir() / "derive_models", "<python>", [model])
     if not isinstance(model, str):
         raise SpecError(f"a model must be a name, a Model(...) spec or a generated module, got {type(model).__name__}")
     spec_path = Path(spec) if spec else Path(DEFAULT_SPEC)
@@ -78,17 +78,31 @@ def _current(model: ModelSpec, out_dir: Path, source: str, all_models: list[Mode
     if _file_hash(path) != want:
         out_dir.mkdir(parents=True, exist_ok=True)
         build([model], all_models, out_dir, source, prune=False)
-    name = f"_derive_model_{model.name}_{want}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
+    return _import(out_dir, model.name, want)
+
+
+def _import(out_dir: Path, name: str, want: str) -> ModuleType:
+    """``import <package>.<name>`` for the package folder ``out_dir``, the name a user imports it by.
+
+    One name per file matters: Numba's cache beside the file records the module name of the
+    functions it holds, so a file imported under two names would read back entries it cannot use.
+    """
+    package = out_dir.name
+    loaded = sys.modules.get(package)
+    here = out_dir.resolve()
+    if loaded is not None and here not in [Path(p).resolve() for p in getattr(loaded, "__path__", [])]:
+        raise SpecError(f"cannot import {out_dir}/{name}.py as {package}.{name}: another package named {package!r} "
+                        f"is already imported (from {list(getattr(loaded, '__path__', []))}); build into a folder "
+                        "with another name (derive build --out)")
+    if loaded is None and str(here.parent) not in [str(Path(p).resolve()) for p in sys.path if p]:
+        sys.path.insert(0, str(here.parent))
+    importlib.invalidate_caches()
+    module = importlib.import_module(f"{package}.{name}")
+    if Path(module.__file__).resolve() != here / f"{name}.py":
+        raise SpecError(f"{package}.{name} resolves to {module.__file__}, not to {here / (name + '.py')}; "
+                        "build into a folder with another name (derive build --out)")
+    if module.SPEC_HASH != want:  # rebuilt since it was imported in this process
+        module = importlib.reload(module)
     return module
 
 

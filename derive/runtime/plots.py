@@ -12,13 +12,13 @@ in the same folder, then :func:`os.replace`), so a reader never sees half a file
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DeriveError
+from ..files import atomic_writer
 
 __all__ = ["PlotError", "plot_training", "plot_losses", "plot_grad_norms", "plot_decision_boundary"]
 
@@ -71,39 +71,15 @@ def check_png_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def _file_mode(path: Path) -> int:
-    """The mode of the file ``path`` replaces, else 0666 less the process umask."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        pass
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:  # reads the umask without changing it
-            umask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        umask = 0o022
-    return 0o666 & ~umask
-
-
 def save_png(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Write ``fig`` to ``path`` as PNG through a temporary file in the same folder."""
     path = check_png_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise PlotError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_writer(path) as fh:
             fig.savefig(fh, format="png", dpi=dpi)
-        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the mode an ordinary write would
-        os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise PlotError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

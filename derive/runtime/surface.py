@@ -163,12 +163,9 @@ def _check_box(box, what: str = "box") -> tuple[float, float, float, float]:
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
     """Where objective modules live: ``override``, ``$DERIVE_CACHE_DIR/objectives``,
     ``$XDG_CACHE_HOME/derive/objectives`` or ``~/.cache/derive/objectives``."""
-    if override is not None:
-        return Path(override)
-    if os.environ.get("DERIVE_CACHE_DIR"):
-        return Path(os.environ["DERIVE_CACHE_DIR"]) / "objectives"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "derive" / "objectives"
+    from .models import cache_dir as root
+
+    return Path(override) if override is not None else root() / "objectives"
 
 
 _LOADED: dict[tuple[str, str], object] = {}
@@ -185,7 +182,7 @@ def load_objective(expr: str, variables: Sequence[str], optimizer: str, folder: 
     The file is rewritten only when its text changes, so Numba's cache (beside it, keyed by the
     file's time stamp) stays valid between runs; within a process the module is imported once.
     """
-    from ..build import write_atomic
+    from ..files import write_atomic
     from ..objective import Objective
 
     folder = cache_dir(folder)
