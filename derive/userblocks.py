@@ -105,7 +105,7 @@ KERNEL_NAMES = frozenset({
     # module globals the kernels and wrappers read
     "math", "numba", "np", "SPEC", "SPEC_HASH", "PARAM_NAMES", "HYPER", "STATE_NAMES", "SCALAR_STATE", "INIT",
     "MODELS", "forward", "loss", "gradients", "step", "train", "permutations", "init_params", "init_state",
-    "DROPOUT", "INIT_SCHEMES", "train_many",
+    "DROPOUT", "INIT_SCHEMES", "train_many", "llvmlite",
     # kernel arguments and locals
     "X", "Y", "Xb", "Yb", "P", "Q", "G", "N", "B", "L", "R", "nb", "n", "e", "b", "s", "r", "row", "i", "j", "k",
     "p", "q", "gr", "theta", "g", "t", "t0", "epoch", "epoch0", "epochs", "batch", "batch_size", "shuffle", "seed",
@@ -116,6 +116,9 @@ KERNEL_NAMES = frozenset({
     # locals of init_state (initial values of state read hyperparameters into locals there) and
     # the parameters of the public functions (hyperparameters are their keyword arguments)
     "arrays", "values", "state", "pname", "arr", "params", "hyper",
+    # the kernel helpers' typing and lowering functions (templates/_helpers.py.j2)
+    "fn", "typer", "lower", "arg_types", "context", "builder", "signature", "args", "src", "dst", "x", "v",
+    "factors",
     # constants and variables of the expression language
     "pi", "yhat", "z", "a", "y",
 }) | frozenset(dir(builtins)) | frozenset(FUNCTIONS)
@@ -202,9 +205,9 @@ def kernel_function(expr: sp.Basic, symbols: Sequence[sp.Symbol]) -> Callable[..
     The code is printed from a SymPy object (never from spec text) by the same printer as the
     generated modules; arguments are float64 scalars.
     """
-    from .codegen.printer import KernelPrinter
+    from .codegen.printer import VECTOR_MATH, KernelPrinter
 
-    fn = sp.lambdify(list(symbols), expr, modules=[{"math": _KERNEL_MATH}], printer=KernelPrinter)
+    fn = sp.lambdify(list(symbols), expr, modules=[{"math": _KERNEL_MATH, **VECTOR_MATH}], printer=KernelPrinter)
 
     def call(*args: float) -> float:
         with np.errstate(all="ignore"):

@@ -23,7 +23,13 @@ Equations, as computed (`derive show xor` prints the whole derivation):
 
 import math
 
+import llvmlite.ir
 import numba
+import numba.core.cgutils
+import numba.core.imputils
+import numba.extending
+import numba.np.arrayobj
+import numba.np.linalg
 import numpy as np
 
 SPEC = {'name': 'xor',
@@ -43,42 +49,252 @@ INIT = (('xavier_uniform', 1.666666666666667), ('xavier_uniform', 1.0))
 #: Dropout rate of each hidden layer's output (training only; 0 = none).
 DROPOUT = (0.0,)
 
-_JIT = {"cache": True, "error_model": "numpy", "nogil": True}
+#: Kernels that allocate (_permutations) or run in parallel (_train_many) keep Numba's reference
+#: counting; the others run without it (see the kernel helpers below).
+_JIT_NRT = {"cache": True, "error_model": "numpy", "nogil": True}
+_JIT = dict(_JIT_NRT, _nrt=False)
+#: The element functions may fuse a*b + c into one rounding (FMA); nothing else is reordered.
+_JIT_MATH = dict(_JIT, fastmath={"contract"})
+
+
+# --------------------------------------------------------------------------- kernel helpers
+# The kernels run without Numba's reference counting (_JIT's _nrt=False): it cost a tiny
+# network's step ~25 % in atomic increments on every array view and call. So nothing below
+# allocates; np.dot(a, b, out) needs the reference counting, so matrix products go to BLAS gemm
+# through _mm, and array views are made by _flat.
+
+
+# Each primitive below is a plain Python function (so that the kernels also run as Python, e.g.
+# under NUMBA_DISABLE_JIT=1) with its own typing and lowering for the compiled kernels.
+
+
+def _primitive(fn, typer, lower, *arg_types):
+    """Give the Python function fn a Numba typing (typer(*arg types) -> result type or None) and an
+    inline lowering (lower(context, builder, signature, args) -> value)."""
+    numba.extending.type_callable(fn)(lambda context: typer)
+    numba.extending.lower_builtin(fn, *arg_types)(lower)
+    return fn
+
+
+def _flat(a):
+    """The elements of a C-contiguous array as a 1-D view (a.reshape(-1); compiled, the view is
+    made in place: reshape calls into C, and these kernels cannot call what returns an array)."""
+    return a.reshape(-1)
+
+
+def _flat_lower(context, builder, signature, args):
+    src = context.make_array(signature.args[0])(context, builder, args[0])
+    dst = context.make_array(signature.return_type)(context, builder)
+    numba.np.arrayobj.populate_array(dst, data=src.data, shape=[src.nitems], strides=[src.itemsize],
+                                     itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent)
+    return numba.core.imputils.impl_ret_borrowed(context, builder, signature.return_type, dst._getvalue())
+
+
+_primitive(_flat, lambda a: a.copy(ndim=1, layout="C") if isinstance(a, numba.types.Array) and a.layout == "C"
+           else None, _flat_lower, numba.types.Array)
+
+
+def _gemm(a, b, out):
+    """out = a @ b by BLAS gemm, through the binding to SciPy's BLAS that Numba's np.dot uses, for
+    C- or F-ordered 2-D arrays of one float dtype, out C-ordered; _mm checks the shapes."""
+    np.dot(a, b, out)
+
+
+def _gemm_typer(a, b, out):
+    arrays = (a, b, out)
+    if all(isinstance(x, numba.types.Array) and x.ndim == 2 and x.layout in "CF" for x in arrays) and \
+            out.layout == "C" and a.dtype == b.dtype == out.dtype and a.dtype in (numba.float32, numba.float64):
+        return numba.types.none
+    return None
+
+
+def _gemm_lower(context, builder, signature, args):
+    numba.np.linalg.ensure_blas()
+    arrays = [(t, context.make_array(t)(context, builder, v)) for t, v in zip(signature.args, args)]
+    numba.np.linalg.call_xxgemm(context, builder, *[x for t, arr in arrays for x in (
+        t, numba.core.cgutils.unpack_tuple(builder, arr.shape), arr.data)])
+    return context.get_dummy_value()
+
+
+_primitive(_gemm, _gemm_typer, _gemm_lower, numba.types.Array, numba.types.Array, numba.types.Array)
+
+
+@numba.njit(**_JIT)
+def _mm(A, B, C):
+    """C = A @ B (np.dot(A, B, C) needs Numba's reference counting, which these kernels skip)."""
+    if A.shape[1] != B.shape[0] or C.shape[0] != A.shape[0] or C.shape[1] != B.shape[1]:
+        raise ValueError("matrix product of mismatched shapes")
+    if A.shape[0] == 0 or B.shape[1] == 0:
+        return
+    if A.shape[1] == 0:
+        C[:] = 0.0
+        return
+    _gemm(A, B, C)
+
+
+# Vectorisable exp, log, log1p and tanh. libm's are opaque calls that keep LLVM from vectorising
+# an element loop (tanh alone was 40 % of a tiny network's step). These use arithmetic, selects
+# and bit casts only, so a loop over them becomes SIMD code; they compute in float64 and are
+# within 1 ulp (exp, tanh) and 2 ulp (log, log1p) of the exact value (tests/test_vmath.py).
+
+
+def _as_bits(x):
+    """The IEEE-754 bits of a float64, as an int64."""
+    return np.float64(x).view(np.int64)
+
+
+def _from_bits(x):
+    """The float64 with the IEEE-754 bits x (an int64)."""
+    return np.int64(x).view(np.float64)
+
+
+_primitive(_as_bits, lambda x: numba.int64 if x == numba.float64 else None,
+           lambda context, builder, signature, args: builder.bitcast(args[0], llvmlite.ir.IntType(64)),
+           numba.types.float64)
+_primitive(_from_bits, lambda x: numba.float64 if x == numba.int64 else None,
+           lambda context, builder, signature, args: builder.bitcast(args[0], llvmlite.ir.DoubleType()),
+           numba.types.int64)
+
+
+_SHIFT = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFT - _SHIFT rounds x to an integer
+_TWO52 = 4503599627370496.0
+
+
+@numba.njit(**_JIT_MATH)
+def _pow2(j):
+    """2**j for an integer-valued float j in [-1022, 1023]."""
+    return _from_bits(_as_bits(j + (1023.0 + _TWO52)) << 52)
+
+
+@numba.njit(**_JIT_MATH)
+def _exp(x):
+    x = np.float64(x)
+    x = 710.0 if x > 710.0 else x  # NaN stays NaN
+    x = -746.0 if x < -746.0 else x
+    k = (x * 1.4426950408889634 + _SHIFT) - _SHIFT  # round(x / ln 2)
+    r = (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10  # x - k ln 2, |r| <= ln2/2
+    p = 2.5110037605963777e-08
+    p = p * r + 2.763263963904103e-07
+    p = p * r + 2.755724091857897e-06
+    p = p * r + 2.4801485482328494e-05
+    p = p * r + 0.00019841269890047113
+    p = p * r + 0.0013888888952314775
+    p = p * r + 0.008333333333319601
+    p = p * r + 0.0416666666664881
+    p = p * r + 0.1666666666666668
+    p = p * r + 0.5000000000000019
+    p = p * r + 1.0
+    p = p * r + 1.0
+    k1 = (k * 0.5 + _SHIFT) - _SHIFT  # 2**k as 2**k1 * 2**(k - k1): no overflow, gradual underflow
+    return p * _pow2(k1) * _pow2(k - k1)
+
+
+@numba.njit(**_JIT_MATH)
+def _tanh(x):
+    x = np.float64(x)
+    a = abs(x)
+    z = x * x
+    p = -1.724487449484433e-05
+    p = p * z + 7.959955735264808e-05
+    p = p * z - 0.00023077616269519857
+    p = p * z + 0.0005874372860094381
+    p = p * z - 0.001455309297534642
+    p = p * z + 0.0035920589774734554
+    p = p * z - 0.008863229830925709
+    p = p * z + 0.021869488260559115
+    p = p * z - 0.05396825396139557
+    p = p * z + 0.13333333333326658
+    p = p * z - 0.3333333333333332
+    small = x + x * z * p
+    t = 2.0 * a
+    t = 40.0 if t > 40.0 else t  # tanh(20) == 1.0 in float64
+    big = 1.0 - 2.0 / (_exp(t) + 1.0)
+    big = big if x > 0.0 else -big
+    r = small if a < 0.625 else big
+    return r if x != 0.0 else x  # tanh(-0.0) = -0.0
+
+
+@numba.njit(**_JIT_MATH)
+def _log(x):
+    x = np.float64(x)
+    tiny = x < 2.2250738585072014e-308  # subnormal: scale up by 2**54 first
+    y = x * 18014398509481984.0 if tiny else x
+    bits = _as_bits(y)
+    e = _from_bits(((bits >> 52) & 0x7FF) | 0x4330000000000000) - (_TWO52 + 1023.0)
+    e = e - 54.0 if tiny else e
+    m = _from_bits((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)  # y = m 2**e, m in [1, 2)
+    high = m > 1.4142135623730951
+    m = 0.5 * m if high else m
+    e = e + 1.0 if high else e
+    f = m - 1.0
+    s = f / (m + 1.0)  # log m = log((1 + s)/(1 - s)) = 2s + s z R(z)
+    z = s * s
+    q = 0.13086626147840102
+    q = q * z + 0.13268773138656886
+    q = q * z + 0.15386239702814658
+    q = q * z + 0.18181795640132906
+    q = q * z + 0.22222222391713917
+    q = q * z + 0.28571428570803614
+    q = q * z + 0.4000000000000088
+    q = q * z + 0.6666666666666666
+    r = e * 0.6931471803691238 + ((s * z * q + 2.0 * s) + e * 1.9082149292705877e-10)
+    r = r if x > 0.0 else (-math.inf if x == 0.0 else math.nan)
+    return x if x == math.inf else r
+
+
+@numba.njit(**_JIT_MATH)
+def _log1p(x):
+    x = np.float64(x)
+    w = 1.0 + x
+    c = ((w - 1.0) - x) / w if (w > 0.0 and w < math.inf) else 0.0  # rounding error of 1 + x
+    return x if w == 1.0 else _log(w) - c
 
 
 @numba.njit(**_JIT)
 def _forward(X, W1, b1, W2, b2, Z1, A1, Z2, A2):
     # forward.z1: Z_1 = A_0*W_1 + 1*b_1
-    np.dot(X, W1, Z1)
-    # forward.a1: a_1 = tanh(z_1)
+    _mm(X, W1, Z1)
     for i in range(Z1.shape[0]):
         for j in range(Z1.shape[1]):
-            z_1 = Z1[i, j] + b1[j]
-            Z1[i, j] = z_1
-            a_1 = math.tanh(z_1)
-            A1[i, j] = a_1
+            Z1[i, j] += b1[j]
+    # forward.a1: a_1 = tanh(z_1)
+    _z1 = _flat(Z1)
+    _a1 = _flat(A1)
+    for k in range(_z1.size):
+        z_1 = _z1[k]
+        a_1 = _tanh(z_1)
+        _a1[k] = a_1
     # forward.z2: Z_2 = A_1*W_2 + 1*b_2
-    np.dot(A1, W2, Z2)
-    # forward.a2: a_2 = 1/(1 + exp(-z_2))
+    _mm(A1, W2, Z2)
     for i in range(Z2.shape[0]):
         for j in range(Z2.shape[1]):
-            z_2 = Z2[i, j] + b2[j]
-            Z2[i, j] = z_2
-            a_2 = (1.0/(1.0 + math.exp(-z_2)))
-            A2[i, j] = a_2
+            Z2[i, j] += b2[j]
+    # forward.a2: a_2 = 1/(1 + exp(-z_2))
+    _z2 = _flat(Z2)
+    _a2 = _flat(A2)
+    for k in range(_z2.size):
+        z_2 = _z2[k]
+        a_2 = (1.0/(1.0 + _exp(-z_2)))
+        _a2[k] = a_2
 
 
 @numba.njit(**_JIT)
-def _loss(Z2, A2, Y):
+def _loss(Z2, A2, Y, E):
+    """The mean element loss; E (the shape of Y) receives the element losses, so that their loop
+    has no loop-carried sum and vectorises; they are then added up in row order."""
     # loss.element: ell = -y*z_2 + Softplus(z_2)
+    _z2 = _flat(Z2)
+    _y = _flat(Y)
+    _e = _flat(E)
+    for k in range(_e.size):
+        z_2 = _z2[k]
+        y = _y[k]
+        ell = -y*z_2 + (max(z_2, 0.0) + _log1p(_exp(-abs(z_2))))
+        _e[k] = ell
     total = 0.0
-    for i in range(Y.shape[0]):
-        for j in range(Y.shape[1]):
-            z_2 = Z2[i, j]
-            y = Y[i, j]
-            ell = -y*z_2 + (max(z_2, 0.0) + math.log1p(math.exp(-abs(z_2))))
-            total += ell
-    return total / (Y.shape[0] * Y.shape[1])
+    for k in range(_e.size):
+        total += _e[k]
+    return total / _e.size
 
 
 @numba.njit(**_JIT)
@@ -87,30 +303,33 @@ def _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2):
     n_2 = Y.shape[1]
     # delta2: delta_2 = (a_2 - y)/(N*n_2)
     scale = 1.0/(N*n_2)
-    for i in range(N):
-        for j in range(n_2):
-            a_2 = A2[i, j]
-            y = Y[i, j]
-            delta_2 = a_2 - y
-            D2[i, j] = scale * delta_2
+    _a2 = _flat(A2)
+    _y = _flat(Y)
+    _d2 = _flat(D2)
+    for k in range(_d2.size):
+        a_2 = _a2[k]
+        y = _y[k]
+        delta_2 = a_2 - y
+        _d2[k] = scale * delta_2
     # grad.W2: dL/dW_2 = A_1.T*Delta_2
-    np.dot(A1.T, D2, gW2)
+    _mm(A1.T, D2, gW2)
     # grad.b2: dL/db_2 = 1*Delta_2
     gb2[:] = 0.0
     for i in range(N):
         for j in range(D2.shape[1]):
             gb2[j] += D2[i, j]
     # backward.e1: E_1 = Delta_2*W_2.T
-    np.dot(D2, W2.T, D1)
+    _mm(D2, W2.T, D1)
     # delta1: delta_1 = e_1*(1 - a_1**2)
-    for i in range(N):
-        for j in range(D1.shape[1]):
-            e_1 = D1[i, j]
-            a_1 = A1[i, j]
-            delta_1 = e_1*(1.0 - a_1**2)
-            D1[i, j] = delta_1
+    _a1 = _flat(A1)
+    _d1 = _flat(D1)
+    for k in range(_d1.size):
+        e_1 = _d1[k]
+        a_1 = _a1[k]
+        delta_1 = e_1*(1.0 - a_1**2)
+        _d1[k] = delta_1
     # grad.W1: dL/dW_1 = A_0.T*Delta_1
-    np.dot(X.T, D1, gW1)
+    _mm(X.T, D1, gW1)
     # grad.b1: dL/db_1 = 1*Delta_1
     gb1[:] = 0.0
     for i in range(N):
@@ -119,14 +338,22 @@ def _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2):
 
 
 @numba.njit(**_JIT)
-def _update_one(P, Q, G, t, epoch, clip_coef, lr):
-    # update.theta: theta <- -g*lr + theta
+def _factors(t, epoch, clip_coef, lr):
+    """The update's per-step numbers (bias corrections, scheduled rates, ...), computed once per
+    step for every parameter array's _update_one."""
     _h0 = -lr
+    return (_h0,)
+
+
+@numba.njit(**_JIT)
+def _update_one(P, Q, G, t, epoch, clip_coef, lr, factors):
+    # update.theta: theta <- -g*lr + theta
+    _h0, = factors
     # reads parameters and state from P, S_*; writes them to Q, R_* (the same arrays for an
     # in-place step; the other buffer in train, so the previous values survive a failed step)
-    p = P.reshape(-1)
-    q = Q.reshape(-1)
-    gr = G.reshape(-1)
+    p = _flat(P)
+    q = _flat(Q)
+    gr = _flat(G)
     for k in range(p.size):
         # computed in float64 whatever the arrays hold, stored back in their dtype: float32
         # gradients of 1e-39 would otherwise underflow in g**2 while other terms do not
@@ -140,10 +367,11 @@ def _update_one(P, Q, G, t, epoch, clip_coef, lr):
 @numba.njit(**_JIT)
 def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, t, epoch, lr):
     clip_coef = 1.0
-    _update_one(W1, W1_out, gW1, t, epoch, clip_coef, lr)
-    _update_one(b1, b1_out, gb1, t, epoch, clip_coef, lr)
-    _update_one(W2, W2_out, gW2, t, epoch, clip_coef, lr)
-    _update_one(b2, b2_out, gb2, t, epoch, clip_coef, lr)
+    factors = _factors(t, epoch, clip_coef, lr)
+    _update_one(W1, W1_out, gW1, t, epoch, clip_coef, lr, factors)
+    _update_one(b1, b1_out, gb1, t, epoch, clip_coef, lr, factors)
+    _update_one(W2, W2_out, gW2, t, epoch, clip_coef, lr, factors)
+    _update_one(b2, b2_out, gb2, t, epoch, clip_coef, lr, factors)
 
 
 @numba.njit(**_JIT)
@@ -151,7 +379,7 @@ def _batch_step(X, Y, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1, A1, Z2
     """Forward, loss; if the loss is finite: backward and the update from the parameters and
     state in the first buffer into the second. Returns the loss of the first buffer."""
     _forward(X, W1, b1, W2, b2, Z1, A1, Z2, A2)
-    value = _loss(Z2, A2, Y)
+    value = _loss(Z2, A2, Y, D2)
     if not math.isfinite(value):
         return value
     _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2)
@@ -171,7 +399,7 @@ def _epoch_seed(seed, epoch):
     return (seed % 4294967296 * 1000003 + epoch) % 4294967296
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_JIT_NRT)
 def _permutations(n, epochs, seed, epoch0):
     """The row order of epochs epoch0 .. epoch0 + epochs - 1 of train(..., shuffle=True, seed=seed)."""
     out = np.empty((epochs, n), dtype=np.int64)
@@ -241,7 +469,7 @@ def _train(X, Y, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1, A1, Z2, A2,
     return 0, epochs, 0, t - t0, flip
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+@numba.njit(**_JIT_NRT, parallel=True)
 def _train_many(X, Y, W1s, b1s, W2s, b2s, W1_outs, b1_outs, W2_outs, b2_outs, Z1s, A1s, Z2s, A2s, D1s, D2s, gW1s, gb1s, gW2s, gb2s, Xbs, Ybs, perms, historys, gnorms, epochs, batch_size, shuffle, seeds, t0, epoch0, results, lr):
     """_train for K independent runs (restarts) at once, spread over the cores: every per-run
     array has a leading axis of length K; results[k] = (status, epoch, batch, steps, flip)."""
@@ -447,9 +675,9 @@ def loss(params, X, Y, **hyper):
     """The mean bce loss over all elements of Y."""
     arrays, X, Y = _inputs(params, X, Y)
     hv, hd = _hyper(hyper)
-    Zs, As, _, Hs, Ms = _workspace(arrays, X.shape[0])
+    Zs, As, Ds, Hs, Ms = _workspace(arrays, X.shape[0])
     _forward(X, arrays[0], arrays[1], arrays[2], arrays[3], Zs[0], As[0], Zs[1], As[1])
-    value = float(_loss(Zs[-1], As[-1], Y))
+    value = float(_loss(Zs[-1], As[-1], Y, Ds[-1]))
     return value
 
 

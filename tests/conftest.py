@@ -43,8 +43,8 @@ def load_rendered(text: str, name: str, folder: Path):
 def pure_python(module):
     """Swap the module's Numba kernels for their Python functions (no compilation): the same
     generated source, run by the interpreter. Nested kernel calls resolve to the swapped names."""
-    for attr in ("_forward", "_loss", "_backward", "_penalty", "_regularize", "_update_one", "_update", "_batch_step",
-                 "_step", "_train", "_permutations", "_epoch_seed", "_train_many"):
+    for attr in ("_forward", "_loss", "_backward", "_penalty", "_regularize", "_factors", "_update_one", "_update",
+                 "_batch_step", "_step", "_train", "_permutations", "_epoch_seed", "_train_many"):
         kernel = getattr(module, attr, None)
         if kernel is not None and hasattr(kernel, "py_func"):
             setattr(module, attr, kernel.py_func)

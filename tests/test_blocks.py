@@ -57,12 +57,12 @@ def test_bce_of_sigmoid_loss_is_computed_from_logits_and_finite():
     expr, from_logits = loss_element("sigmoid", "bce")
     assert from_logits
     for zv, yv, want in ((1e9, 1.0, 0.0), (-1e9, 0.0, 0.0), (1e9, 0.0, 1e9), (-1e9, 1.0, 1e9)):
-        from derive.codegen.printer import KernelPrinter
+        from derive.codegen.printer import VECTOR_MATH, KernelPrinter
 
         code = KernelPrinter().doprint(expr)
         import math
 
-        value = eval(code, {"math": math, "z": zv, "y": yv})  # printed kernel code, our own
+        value = eval(code, {"math": math, **VECTOR_MATH, "z": zv, "y": yv})  # printed kernel code, our own
         assert math.isfinite(value) and value == pytest.approx(want)
 
 

@@ -106,9 +106,11 @@ def test_displayed_equations_equal_the_kernels_intermediate_values(name, derivat
             arrays[f"{k}{l}"] = np.zeros((N, widths[l]))
         arrays[f"gW{l}"] = np.zeros((widths[l - 1], widths[l]))
         arrays[f"gb{l}"] = np.zeros(widths[l])
+    arrays["E"] = np.zeros((N, m.outputs))  # the element losses
     call(mod._forward, arrays)
     loss = call(mod._loss, arrays)
     call(mod._backward, arrays)
+    element_losses = arrays["E"]
 
     env = {"N": N, "y": arrays["Y"], "A_0": arrays["X"]}
     env.update({s.name: v for s, v in d.activation_values.items()})
@@ -125,6 +127,7 @@ def test_displayed_equations_equal_the_kernels_intermediate_values(name, derivat
         close(f"forward.z{l}", evaluate(d.eq(f"forward.z{l}").rhs, env), arrays[f"Z{l}"])
         close(f"forward.a{l}", evaluate(d.eq(f"forward.a{l}").rhs, env) + 0 * arrays[f"Z{l}"], arrays[f"A{l}"])
     element = d.eq("loss.element")
+    close("loss.element", evaluate(element.rhs, env) + 0 * element_losses, element_losses)
     close("loss.element", np.mean(evaluate(element.rhs, env)), loss)
     close("loss.element", np.mean(evaluate(element.steps[0], env)), loss, "as defined")
     out = d.eq(f"delta{L}")
@@ -162,6 +165,7 @@ def test_displayed_nadam_update_equals_the_update_kernel(derivations):
     arrays = {"P": theta.copy(), "Q": np.zeros_like(theta), "G": g, "S_m": m_state.copy(), "R_m": np.zeros_like(theta),
               "S_v": v_state.copy(), "R_v": np.zeros_like(theta), "t": t, "epoch": 0, "mu_product": product,
               "clip_coef": 1.0, **mod.HYPER}
+    arrays["factors"] = call(mod._factors, arrays)
     call(mod._update_one, arrays)
     np.testing.assert_allclose(arrays["Q"], env["theta"], rtol=1e-12)
     np.testing.assert_allclose(arrays["R_m"], env["m"], rtol=1e-12)

@@ -1,14 +1,22 @@
 """A SymPy printer whose output Numba compiles: scalar ``math`` calls, conditional expressions
-for Piecewise (never ``numpy.select``), float literals, overflow-free softplus and sigmoid."""
+for Piecewise (never ``numpy.select``), float literals, overflow-free softplus and sigmoid.
+
+exp, log, log1p and tanh print as the generated module's vectorisable ``_exp``, ``_log``,
+``_log1p`` and ``_tanh`` (see ``templates/_helpers.py.j2``); :data:`VECTOR_MATH` maps them to
+NumPy's for evaluating printed code in Python."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from ..symbolic import Sigmoid, Softplus
+
+#: The generated modules' own element functions, and NumPy's equivalents (within 2 ulp).
+VECTOR_MATH = {"_exp": np.exp, "_log": np.log, "_log1p": np.log1p, "_tanh": np.tanh}
 
 
 class KernelPrinter(PythonCodePrinter):
@@ -80,12 +88,26 @@ class KernelPrinter(PythonCodePrinter):
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
 
+    def _print_exp(self, expr):
+        return f"_exp({self._print(expr.args[0])})"
+
+    def _print_log(self, expr):
+        if len(expr.args) != 1:
+            return self._print(sp.log(expr.args[0]) / sp.log(expr.args[1]))
+        return f"_log({self._print(expr.args[0])})"
+
+    def _print_log1p(self, expr):
+        return f"_log1p({self._print(expr.args[0])})"
+
+    def _print_tanh(self, expr):
+        return f"_tanh({self._print(expr.args[0])})"
+
     def _print_Softplus(self, expr):
         x = self._print(expr.args[0])
-        return f"(max({x}, 0.0) + math.log1p(math.exp(-abs({x}))))"
+        return f"(max({x}, 0.0) + _log1p(_exp(-abs({x}))))"
 
     def _print_Sigmoid(self, expr):
-        return f"(1.0/(1.0 + math.exp({self._print(-expr.args[0])})))"
+        return f"(1.0/(1.0 + _exp({self._print(-expr.args[0])})))"
 
 
 def print_assignments(lhs: str, expr: sp.Expr, printer: KernelPrinter, tmp_prefix: str = "_t") -> list[str]:

@@ -74,12 +74,19 @@ class _Emitter:
     def lines(self, lhs: str, expr: sp.Expr) -> list[str]:
         return print_assignments(lhs, expr.xreplace(self.values), self.printer)
 
-    def loads(self, expr: sp.Expr, l: int, skip=()) -> list[str]:
-        """Statements reading the element symbols ``expr`` uses from the layer's arrays."""
-        table = {elem("z", l): f"Z{l}[i, j]", elem("a", l): f"A{l}[i, j]", elem("m", l): f"M{l}[i, j]",
-                 sp.Symbol("y", real=True): "Y[i, j]"}
+    def _sources(self, expr: sp.Expr, l: int, skip) -> list[tuple[sp.Symbol, str]]:
+        table = {elem("z", l): f"Z{l}", elem("a", l): f"A{l}", elem("m", l): f"M{l}", sp.Symbol("y", real=True): "Y"}
         free = expr.free_symbols
-        return [f"{s.name} = {src}" for s, src in table.items() if s in free and s.name not in skip]
+        return [(s, arr) for s, arr in table.items() if s in free and s.name not in skip]
+
+    def views(self, expr: sp.Expr, l: int, skip=()) -> list[str]:
+        """1-D views (``_z2 = _flat(Z2)``) of the layer's arrays whose elements ``expr`` reads:
+        element loops run over k in range(N * n_l), which LLVM vectorises even for n_l = 1."""
+        return [f"_{arr.lower()} = _flat({arr})" for _, arr in self._sources(expr, l, skip)]
+
+    def loads(self, expr: sp.Expr, l: int, skip=()) -> list[str]:
+        """Statements reading the element symbols ``expr`` uses, element k of the views."""
+        return [f"{s.name} = _{arr.lower()}[k]" for s, arr in self._sources(expr, l, skip)]
 
 
 def hoist(exprs: list[sp.Expr], element: set[sp.Symbol]) -> tuple[list[sp.Expr], dict[sp.Expr, sp.Symbol]]:
@@ -219,6 +226,7 @@ def render_module(d: Derivation) -> str:
             entry.update({
                 "e_eq": describe(d.eq(f"backward.e{l - 1}")),
                 "delta_eq": describe(deq),
+                "delta_views": em.views(deq.rhs, l - 1),
                 "delta_loads": em.loads(deq.rhs, l - 1),
                 "delta_lines": em.lines(f"delta_{l - 1}", deq.rhs),
             })
@@ -251,10 +259,12 @@ def render_module(d: Derivation) -> str:
         "layers": layers,
         "back_layers": back_layers,
         "loss_eq": describe(loss_el),
+        "loss_views": em.views(loss_el.rhs, L),
         "loss_loads": em.loads(loss_el.rhs, L),
         "loss_lines": em.lines("ell", loss_el.rhs),
         "delta_eq": describe(out_delta),
         "delta_scale": em.printer.doprint(scale),
+        "delta_views": em.views(core, L),
         "delta_loads": em.loads(core, L),
         "delta_lines": em.lines(f"delta_{L}", core),
         **upd,
@@ -310,6 +320,9 @@ def update_context(d: Derivation, em: _Emitter) -> dict:
     scalars = [e for e in d.section("update") if e.kind == "scalar"]
     ctx["scalar_lines"] = [line for e in scalars for line in em.lines(e.lhs.name, e.rhs)]
     ctx["hoisted_lines"] = [f"{sym.name} = {em.printer.doprint(expr)}" for expr, sym in table.items()]
+    # _factors computes the scalar lines and the hoisted factors once per step; the element loop of
+    # _update_one reads them from the tuple it returns
+    ctx["factor_names"] = list(dict.fromkeys([e.lhs.name for e in scalars] + [sym.name for sym in table.values()]))
     lines = []
     for e, rhs in zip(updates, exprs):
         lines.append(f"# {describe(e)}")
