@@ -663,16 +663,21 @@ def _tex_plain(text: str) -> str:
     return "".join(out)
 
 
-def tex_prose(text: str) -> str:
-    """Prose for LaTeX: ``$...$`` kept as math, ```code``` as typewriter, the rest escaped."""
+def _prose(text: str, code, plain) -> str:
+    """``$...$`` kept as math; ```code``` through code(chunk); the rest through plain(chunk)."""
     out = []
     for k, part in enumerate(text.split("$")):
         if k % 2:
             out.append(f"${part}$")
             continue
         for j, chunk in enumerate(part.split("`")):
-            out.append(r"\texttt{%s}" % _tex_plain(chunk) if j % 2 else _tex_plain(chunk))
+            out.append(code(chunk) if j % 2 else plain(chunk))
     return "".join(out)
+
+
+def tex_prose(text: str) -> str:
+    """Prose for LaTeX: ``$...$`` kept as math, ```code``` as typewriter, the rest escaped."""
+    return _prose(text, lambda chunk: r"\texttt{%s}" % _tex_plain(chunk), _tex_plain)
 
 
 def tex_text(text: str) -> str:
@@ -682,14 +687,7 @@ def tex_text(text: str) -> str:
 
 def md_prose(text: str) -> str:
     """Prose for Markdown: ``$...$`` kept as math, the rest escaped where Markdown would act."""
-    out = []
-    for k, part in enumerate(text.split("$")):
-        if k % 2:
-            out.append(f"${part}$")
-            continue
-        for j, chunk in enumerate(part.split("`")):
-            out.append(f"`{chunk}`" if j % 2 else re.sub(r"([\\*_\[\]<|])", r"\\\1", chunk))
-    return "".join(out)
+    return _prose(text, lambda chunk: f"`{chunk}`", lambda chunk: re.sub(r"([\\*_\[\]<|])", r"\\\1", chunk))
 
 
 def _environment() -> jinja2.Environment:

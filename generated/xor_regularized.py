@@ -61,10 +61,6 @@ DROPOUT = (0.0,)
 #: counting; the others run without it (see the kernel helpers below).
 _JIT_NRT = {"cache": True, "error_model": "numpy", "nogil": True}
 _JIT = dict(_JIT_NRT, _nrt=False)
-#: The element functions may fuse a*b + c into one rounding (FMA); nothing else is reordered.
-_JIT_MATH = dict(_JIT, fastmath={"contract"})
-#: Small matrix products may also reorder their sums (so that they vectorise).
-_JIT_DOT = dict(_JIT, fastmath={"contract", "reassoc"})
 
 
 # --------------------------------------------------------------------------- kernel helpers
@@ -72,6 +68,11 @@ _JIT_DOT = dict(_JIT, fastmath={"contract", "reassoc"})
 # network's step ~25 % in atomic increments on every array view and call. So nothing below
 # allocates; np.dot(a, b, out) needs the reference counting, so matrix products go to BLAS gemm
 # through _mm, and array views are made by _flat.
+
+#: The element functions may fuse a*b + c into one rounding (FMA); nothing else is reordered.
+_JIT_MATH = dict(_JIT, fastmath={"contract"})
+#: Small matrix products may also reorder their sums (so that they vectorise).
+_JIT_DOT = dict(_JIT, fastmath={"contract", "reassoc"})
 
 
 # Each primitive below is a plain Python function (so that the kernels also run as Python, e.g.
@@ -204,6 +205,7 @@ def _pow2(j):
 
 @numba.njit(**_JIT_MATH)
 def _exp(x):
+    """e**x: round(x / ln 2) = k, a degree-11 polynomial for e**r on |r| <= ln(2)/2, times 2**k."""
     x = np.float64(x)
     x = 710.0 if x > 710.0 else x  # NaN stays NaN
     x = -746.0 if x < -746.0 else x
@@ -227,6 +229,7 @@ def _exp(x):
 
 @numba.njit(**_JIT_MATH)
 def _tanh(x):
+    """tanh x: x + x^3 P(x^2) for |x| < 0.625, else sign(x) (1 - 2 / (e**(2|x|) + 1))."""
     x = np.float64(x)
     a = abs(x)
     z = x * x
@@ -252,6 +255,7 @@ def _tanh(x):
 
 @numba.njit(**_JIT_MATH)
 def _log(x):
+    """log x: x = m 2**e with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh((m - 1) / (m + 1))."""
     x = np.float64(x)
     tiny = x < 2.2250738585072014e-308  # subnormal: scale up by 2**54 first
     y = x * 18014398509481984.0 if tiny else x
@@ -280,6 +284,7 @@ def _log(x):
 
 @numba.njit(**_JIT_MATH)
 def _log1p(x):
+    """log(1 + x), corrected for the rounding of 1 + x."""
     x = np.float64(x)
     w = 1.0 + x
     c = ((w - 1.0) - x) / w if (w > 0.0 and w < math.inf) else 0.0  # rounding error of 1 + x
