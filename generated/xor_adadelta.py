@@ -65,6 +65,9 @@ _JIT = dict(_JIT_NRT, _nrt=False)
 
 #: The element functions may fuse a*b + c into one rounding (FMA); nothing else is reordered.
 _JIT_MATH = dict(_JIT, fastmath={"contract"})
+#: The element functions are inlined (in Numba's IR) wherever they are called: left to LLVM's
+#: inliner, a loop calling _log1p(_exp(...)) kept a call and ran unvectorised, 5x slower.
+_JIT_ELEM = dict(_JIT_MATH, inline="always")
 #: Small matrix products may also reorder their sums (so that they vectorise).
 _JIT_DOT = dict(_JIT, fastmath={"contract", "reassoc"})
 
@@ -126,13 +129,26 @@ _primitive(_gemm, _gemm_typer, _gemm_lower, numba.types.Array, numba.types.Array
 
 @numba.njit(**_JIT_DOT)
 def _mv(A, B, C):
-    """C = A @ B for B with one column: one dot product per row, vectorised (the sum may be
-    reassociated); BLAS took 4x longer for a 64x32 @ 32x1 product."""
+    """C = A @ B for a row-major A and B with one column: one dot product per row, vectorised
+    (the sum may be reassociated); BLAS took 4x longer for a 64x32 @ 32x1 product."""
     for i in range(A.shape[0]):
         acc = 0.0
         for p in range(A.shape[1]):
             acc += A[i, p] * B[p, 0]
         C[i, 0] = acc
+
+
+@numba.njit(**_JIT_MATH)
+def _mtv(A, B, C):
+    """C = A @ B for a column-major A (the transpose in A_{l-1}^T @ delta_l) and B with one column:
+    C += A[:, p] B[p] column by column, along A's contiguous axis; the row dot products of _mv
+    would stride through A, and took 7-10x longer (64x32: 2.0 us against 0.3 us)."""
+    for i in range(A.shape[0]):
+        C[i, 0] = 0.0
+    for p in range(A.shape[1]):
+        b = B[p, 0]
+        for i in range(A.shape[0]):
+            C[i, 0] += A[i, p] * b
 
 
 @numba.njit(**_JIT_DOT)
@@ -144,21 +160,119 @@ def _outer(A, B, C):
             C[i, j] = a * B[0, j]
 
 
+@numba.njit(**_JIT_MATH)
+def _narrow2(A, B, C):
+    """C = A @ B for A with 2 columns (a layer with 2 inputs): the inner loop has a constant
+    length, so it unrolls and the loop along B's rows vectorises (BLAS took 2-3x longer)."""
+    for i in range(A.shape[0]):
+        for j in range(B.shape[1]):
+            acc = A[i, 0] * B[0, j]
+            for p in range(1, 2):
+                acc += A[i, p] * B[p, j]
+            C[i, j] = acc
+
+
+@numba.njit(**_JIT_MATH)
+def _narrow_t2(A, B, C):
+    """C = A @ B for A with 2 rows (the weight gradient A_0^T @ delta_1 of a layer with 2
+    inputs): row i of B is added into the 2 rows of C, along their contiguous axis (BLAS took
+    about 2x longer)."""
+    for p in range(2):
+        for j in range(B.shape[1]):
+            C[p, j] = 0.0
+    for i in range(A.shape[1]):
+        for p in range(2):
+            x = A[p, i]
+            for j in range(B.shape[1]):
+                C[p, j] += x * B[i, j]
+
+
+@numba.njit(**_JIT_MATH)
+def _narrow3(A, B, C):
+    """C = A @ B for A with 3 columns (a layer with 3 inputs): the inner loop has a constant
+    length, so it unrolls and the loop along B's rows vectorises (BLAS took 2-3x longer)."""
+    for i in range(A.shape[0]):
+        for j in range(B.shape[1]):
+            acc = A[i, 0] * B[0, j]
+            for p in range(1, 3):
+                acc += A[i, p] * B[p, j]
+            C[i, j] = acc
+
+
+@numba.njit(**_JIT_MATH)
+def _narrow_t3(A, B, C):
+    """C = A @ B for A with 3 rows (the weight gradient A_0^T @ delta_1 of a layer with 3
+    inputs): row i of B is added into the 3 rows of C, along their contiguous axis (BLAS took
+    about 2x longer)."""
+    for p in range(3):
+        for j in range(B.shape[1]):
+            C[p, j] = 0.0
+    for i in range(A.shape[1]):
+        for p in range(3):
+            x = A[p, i]
+            for j in range(B.shape[1]):
+                C[p, j] += x * B[i, j]
+
+
+@numba.njit(**_JIT_MATH)
+def _narrow4(A, B, C):
+    """C = A @ B for A with 4 columns (a layer with 4 inputs): the inner loop has a constant
+    length, so it unrolls and the loop along B's rows vectorises (BLAS took 2-3x longer)."""
+    for i in range(A.shape[0]):
+        for j in range(B.shape[1]):
+            acc = A[i, 0] * B[0, j]
+            for p in range(1, 4):
+                acc += A[i, p] * B[p, j]
+            C[i, j] = acc
+
+
+@numba.njit(**_JIT_MATH)
+def _narrow_t4(A, B, C):
+    """C = A @ B for A with 4 rows (the weight gradient A_0^T @ delta_1 of a layer with 4
+    inputs): row i of B is added into the 4 rows of C, along their contiguous axis (BLAS took
+    about 2x longer)."""
+    for p in range(4):
+        for j in range(B.shape[1]):
+            C[p, j] = 0.0
+    for i in range(A.shape[1]):
+        for p in range(4):
+            x = A[p, i]
+            for j in range(B.shape[1]):
+                C[p, j] += x * B[i, j]
+
+
 @numba.njit(**_JIT)
 def _mm(A, B, C):
     """C = A @ B (np.dot(A, B, C) needs Numba's reference counting, which these kernels skip):
-    BLAS gemm, except for a product with an inner or outer width of 1, where the call costs more
-    than the arithmetic."""
+    BLAS gemm, except for products with a width of 4 or less, where the call costs more than
+    the arithmetic (timings in each helper's docstring)."""
     if A.shape[1] != B.shape[0] or C.shape[0] != A.shape[0] or C.shape[1] != B.shape[1]:
         raise ValueError("matrix product of mismatched shapes")
     if A.shape[0] == 0 or B.shape[1] == 0:
         return
-    if A.shape[1] == 0:
+    K = A.shape[1]
+    column_major = A.strides[0] < A.strides[1]
+    if K == 0:
         C[:] = 0.0
     elif B.shape[1] == 1:
-        _mv(A, B, C)
-    elif A.shape[1] == 1:
+        if column_major:
+            _mtv(A, B, C)
+        else:
+            _mv(A, B, C)
+    elif K == 1:
         _outer(A, B, C)
+    elif K == 2 and not column_major:
+        _narrow2(A, B, C)
+    elif A.shape[0] == 2 and column_major:
+        _narrow_t2(A, B, C)
+    elif K == 3 and not column_major:
+        _narrow3(A, B, C)
+    elif A.shape[0] == 3 and column_major:
+        _narrow_t3(A, B, C)
+    elif K == 4 and not column_major:
+        _narrow4(A, B, C)
+    elif A.shape[0] == 4 and column_major:
+        _narrow_t4(A, B, C)
     else:
         _gemm(A, B, C)
 
@@ -191,13 +305,13 @@ _SHIFT = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFT - _SHIFT rounds x to an i
 _TWO52 = 4503599627370496.0
 
 
-@numba.njit(**_JIT_MATH)
+@numba.njit(**_JIT_ELEM)
 def _pow2(j):
     """2**j for an integer-valued float j in [-1022, 1023]."""
     return _from_bits(_as_bits(j + (1023.0 + _TWO52)) << 52)
 
 
-@numba.njit(**_JIT_MATH)
+@numba.njit(**_JIT_ELEM)
 def _exp(x):
     """e**x: round(x / ln 2) = k, a degree-11 polynomial for e**r on |r| <= ln(2)/2, times 2**k."""
     x = np.float64(x)
@@ -221,7 +335,7 @@ def _exp(x):
     return p * _pow2(k1) * _pow2(k - k1)
 
 
-@numba.njit(**_JIT_MATH)
+@numba.njit(**_JIT_ELEM)
 def _tanh(x):
     """tanh x: x + x^3 P(x^2) for |x| < 0.625, else sign(x) (1 - 2 / (e**(2|x|) + 1))."""
     x = np.float64(x)
@@ -247,7 +361,7 @@ def _tanh(x):
     return r if x != 0.0 else x  # tanh(-0.0) = -0.0
 
 
-@numba.njit(**_JIT_MATH)
+@numba.njit(**_JIT_ELEM)
 def _log(x):
     """log x: x = m 2**e with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh((m - 1) / (m + 1))."""
     x = np.float64(x)
@@ -276,7 +390,7 @@ def _log(x):
     return x if x == math.inf else r
 
 
-@numba.njit(**_JIT_MATH)
+@numba.njit(**_JIT_ELEM)
 def _log1p(x):
     """log(1 + x), corrected for the rounding of 1 + x."""
     x = np.float64(x)

@@ -98,10 +98,14 @@ def test_float32_arguments_are_computed_in_float64(helpers):
     assert module._exp(np.float32(-80.0)) == pytest.approx(math.exp(np.float32(-80.0)), rel=1e-15)
 
 
-@pytest.mark.parametrize("shapes", [((5, 3), (3, 4)), ((1, 7), (7, 1)), ((6, 1), (1, 2)), ((4, 0), (0, 3))])
+@pytest.mark.parametrize("shapes", [((5, 3), (3, 4)), ((1, 7), (7, 1)), ((6, 1), (1, 2)), ((4, 0), (0, 3)),
+                                    ((6, 2), (2, 5)), ((7, 3), (3, 4)), ((5, 4), (4, 6)), ((2, 9), (9, 5)),
+                                    ((3, 9), (9, 4)), ((4, 9), (9, 3)), ((8, 5), (5, 1)), ((6, 6), (6, 6))])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matrix_product_is_numpys(helpers, shapes, dtype):
-    """_mm (BLAS gemm) for every orientation the kernels use: A @ B, A.T @ B and A @ B.T."""
+    """_mm for every orientation the kernels use (A @ B, A.T @ B and A @ B.T) and every branch:
+    BLAS gemm, the dot products of _mv, the columns of _mtv, _outer, and the loops for an inner
+    width of 2-4 (_narrow*) or a transposed A with 2-4 rows (_narrow_t*)."""
     module = helpers["module"]
     rng = np.random.default_rng(0)
     (m, k), (_, n) = shapes
