@@ -245,39 +245,74 @@ def _narrow_t4(A, B, C):
 
 
 @numba.njit(**_JIT)
-def _mm(A, B, C):
-    """C = A @ B (np.dot(A, B, C) needs Numba's reference counting, which these kernels skip):
-    BLAS gemm, except for products with a width of 4 or less, where the call costs more than
-    the arithmetic (timings in each helper's docstring)."""
+def _check(A, B, C):
     if A.shape[1] != B.shape[0] or C.shape[0] != A.shape[0] or C.shape[1] != B.shape[1]:
         raise ValueError("matrix product of mismatched shapes")
-    if A.shape[0] == 0 or B.shape[1] == 0:
+    return A.shape[0] > 0 and B.shape[1] > 0
+
+
+# np.dot(A, B, C) needs Numba's reference counting, which these kernels skip: products are BLAS
+# gemm, except where the call costs more than the arithmetic (timings in each loop's docstring).
+# One entry point per orientation, so that each compiles only the loops it can use (compiling
+# every loop for every orientation doubled a module's first compile).
+
+
+@numba.njit(**_JIT)
+def _mm(A, B, C):
+    """C = A @ B (the forward products Z = A_{l-1} W)."""
+    if not _check(A, B, C):
         return
     K = A.shape[1]
-    column_major = A.strides[0] < A.strides[1]
     if K == 0:
         C[:] = 0.0
     elif B.shape[1] == 1:
-        if column_major:
-            _mtv(A, B, C)
-        else:
-            _mv(A, B, C)
+        _mv(A, B, C)
     elif K == 1:
         _outer(A, B, C)
-    elif K == 2 and not column_major:
+    elif K == 2:
         _narrow2(A, B, C)
-    elif A.shape[0] == 2 and column_major:
-        _narrow_t2(A, B, C)
-    elif K == 3 and not column_major:
+    elif K == 3:
         _narrow3(A, B, C)
-    elif A.shape[0] == 3 and column_major:
-        _narrow_t3(A, B, C)
-    elif K == 4 and not column_major:
+    elif K == 4:
         _narrow4(A, B, C)
-    elif A.shape[0] == 4 and column_major:
-        _narrow_t4(A, B, C)
     else:
         _gemm(A, B, C)
+
+
+@numba.njit(**_JIT)
+def _mm_tn(A, B, C):
+    """C = A^T @ B (the weight gradients A_{l-1}^T delta_l)."""
+    At = A.T
+    if not _check(At, B, C):
+        return
+    if A.shape[0] == 0:
+        C[:] = 0.0
+    elif B.shape[1] == 1:
+        _mtv(At, B, C)
+    elif A.shape[1] == 2:
+        _narrow_t2(At, B, C)
+    elif A.shape[1] == 3:
+        _narrow_t3(At, B, C)
+    elif A.shape[1] == 4:
+        _narrow_t4(At, B, C)
+    else:
+        _gemm(At, B, C)
+
+
+@numba.njit(**_JIT)
+def _mm_nt(A, B, C):
+    """C = A @ B^T (the backpropagated errors delta_l W_l^T)."""
+    Bt = B.T
+    if not _check(A, Bt, C):
+        return
+    if A.shape[1] == 0:
+        C[:] = 0.0
+    elif B.shape[0] == 1:
+        _mv(A, Bt, C)
+    elif A.shape[1] == 1:
+        _outer(A, Bt, C)
+    else:
+        _gemm(A, Bt, C)
 
 
 # Vectorisable exp, log, log1p and tanh. libm's are opaque calls that keep LLVM from vectorising
@@ -464,14 +499,14 @@ def _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2):
         delta_2 = a_2 - y
         _d2[k] = scale * delta_2
     # grad.W2: dL/dW_2 = A_1.T*Delta_2
-    _mm(A1.T, D2, gW2)
+    _mm_tn(A1, D2, gW2)
     # grad.b2: dL/db_2 = 1*Delta_2
     gb2[:] = 0.0
     for i in range(N):
         for j in range(D2.shape[1]):
             gb2[j] += D2[i, j]
     # backward.e1: E_1 = Delta_2*W_2.T
-    _mm(D2, W2.T, D1)
+    _mm_nt(D2, W2, D1)
     # delta1: delta_1 = e_1*(1 - a_1**2)
     _a1 = _flat(A1)
     _d1 = _flat(D1)
@@ -481,7 +516,7 @@ def _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2):
         delta_1 = e_1*(1.0 - a_1**2)
         _d1[k] = delta_1
     # grad.W1: dL/dW_1 = A_0.T*Delta_1
-    _mm(X.T, D1, gW1)
+    _mm_tn(X, D1, gW1)
     # grad.b1: dL/db_1 = 1*Delta_1
     gb1[:] = 0.0
     for i in range(N):

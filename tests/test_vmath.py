@@ -103,7 +103,7 @@ def test_float32_arguments_are_computed_in_float64(helpers):
                                     ((3, 9), (9, 4)), ((4, 9), (9, 3)), ((8, 5), (5, 1)), ((6, 6), (6, 6))])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matrix_product_is_numpys(helpers, shapes, dtype):
-    """_mm for every orientation the kernels use (A @ B, A.T @ B and A @ B.T) and every branch:
+    """_mm, _mm_tn and _mm_nt (A @ B, A.T @ B and A @ B.T) for every branch of each:
     BLAS gemm, the dot products of _mv, the columns of _mtv, _outer, and the loops for an inner
     width of 2-4 (_narrow*) or a transposed A with 2-4 rows (_narrow_t*)."""
     module = helpers["module"]
@@ -111,9 +111,11 @@ def test_matrix_product_is_numpys(helpers, shapes, dtype):
     (m, k), (_, n) = shapes
     A, B = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
     At, Bt = np.ascontiguousarray(A.T), np.ascontiguousarray(B.T)
-    for a, b in ((A, B), (At.T, B), (A, Bt.T)):
+    products = [lambda C: module._mm(A, B, C), lambda C: module._mm_tn(At, B, C), lambda C: module._mm_nt(A, Bt, C),
+                lambda C: module._mm(At.T, B, C), lambda C: module._mm(A, Bt.T, C)]  # _mm takes any layout
+    for product in products:
         C = np.full((m, n), np.nan, dtype)
-        module._mm(a, b, C)
+        product(C)
         np.testing.assert_allclose(C, A @ B, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
 
 
@@ -121,3 +123,7 @@ def test_matrix_product_refuses_mismatched_shapes(helpers):
     module = helpers["module"]
     with pytest.raises(ValueError, match="mismatched shapes"):
         module._mm(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="mismatched shapes"):
+        module._mm_tn(np.ones((2, 3)), np.ones((3, 3)), np.ones((3, 3)))
+    with pytest.raises(ValueError, match="mismatched shapes"):
+        module._mm_nt(np.ones((2, 3)), np.ones((2, 2)), np.ones((2, 2)))
