@@ -68,8 +68,9 @@ _JIT = dict(_JIT_NRT, _nrt=False)
 
 #: The element functions may fuse a*b + c into one rounding (FMA); nothing else is reordered.
 _JIT_MATH = dict(_JIT, fastmath={"contract"})
-#: The element functions are inlined (in Numba's IR) wherever they are called: left to LLVM's
-#: inliner, a loop calling _log1p(_exp(...)) kept a call and ran unvectorised, 5x slower.
+#: _log and _log1p are inlined (in Numba's IR) wherever they are called: left to LLVM's inliner,
+#: a loop calling _log1p(_exp(...)) kept a call and ran unvectorised, 5x slower. (LLVM inlines
+#: _exp and _tanh by itself; forcing them made the tiny network's step 13 % slower.)
 _JIT_ELEM = dict(_JIT_MATH, inline="always")
 #: Small matrix products may also reorder their sums (so that they vectorise).
 _JIT_DOT = dict(_JIT, fastmath={"contract", "reassoc"})
@@ -343,13 +344,13 @@ _SHIFT = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFT - _SHIFT rounds x to an i
 _TWO52 = 4503599627370496.0
 
 
-@numba.njit(**_JIT_ELEM)
+@numba.njit(**_JIT_MATH)
 def _pow2(j):
     """2**j for an integer-valued float j in [-1022, 1023]."""
     return _from_bits(_as_bits(j + (1023.0 + _TWO52)) << 52)
 
 
-@numba.njit(**_JIT_ELEM)
+@numba.njit(**_JIT_MATH)
 def _exp(x):
     """e**x: round(x / ln 2) = k, a degree-11 polynomial for e**r on |r| <= ln(2)/2, times 2**k."""
     x = np.float64(x)
@@ -373,7 +374,7 @@ def _exp(x):
     return p * _pow2(k1) * _pow2(k - k1)
 
 
-@numba.njit(**_JIT_ELEM)
+@numba.njit(**_JIT_MATH)
 def _tanh(x):
     """tanh x: x + x^3 P(x^2) for |x| < 0.625, else sign(x) (1 - 2 / (e**(2|x|) + 1))."""
     x = np.float64(x)
