@@ -65,14 +65,14 @@ _JIT = dict(_JIT_NRT, _nrt=False)
 # --------------------------------------------------------------------------- kernel helpers
 # The kernels run without Numba's reference counting (_JIT's _nrt=False): it cost a tiny
 # network's step ~25 % in atomic increments on every array view and call. So nothing below
-# allocates; np.dot(a, b, out) needs the reference counting, so matrix products go to BLAS gemm
-# through _mm, and array views are made by _flat.
+# allocates: array views are made by _flat, and matrix products, for which np.dot(a, b, out) would
+# need the reference counting, go through _mm, _mm_tn and _mm_nt (below).
 
 #: The element functions may fuse a*b + c into one rounding (FMA); nothing else is reordered.
 _JIT_MATH = dict(_JIT, fastmath={"contract"})
 #: _log and _log1p are inlined (in Numba's IR) wherever they are called: left to LLVM's inliner,
 #: a loop calling _log1p(_exp(...)) kept a call and ran unvectorised, 5x slower. (LLVM inlines
-#: _exp and _tanh by itself; forcing them made the tiny network's step 13 % slower.)
+#: _exp and _tanh by itself; forcing them made the tiny network's step 15 % slower.)
 _JIT_ELEM = dict(_JIT_MATH, inline="always")
 #: Small matrix products may also reorder their sums (so that they vectorise).
 _JIT_DOT = dict(_JIT, fastmath={"contract", "reassoc"})
@@ -110,7 +110,7 @@ _primitive(_flat, lambda a: a.copy(ndim=1, layout="C") if isinstance(a, numba.ty
 
 def _gemm(a, b, out):
     """out = a @ b by BLAS gemm, through the binding to SciPy's BLAS that Numba's np.dot uses, for
-    C- or F-ordered 2-D arrays of one float dtype, out C-ordered; _mm checks the shapes."""
+    C- or F-ordered 2-D arrays of one float dtype, out C-ordered; _check checks the shapes."""
     np.dot(a, b, out)
 
 
@@ -182,7 +182,7 @@ def _narrow2(A, B, C):
 def _narrow_t2(A, B, C):
     """C = A @ B for A with 2 rows (the weight gradient A_0^T @ delta_1 of a layer with 2
     inputs): row i of B is added into the 2 rows of C, along their contiguous axis (BLAS took
-    about 2x longer)."""
+    1.2-2.4x longer)."""
     for p in range(2):
         for j in range(B.shape[1]):
             C[p, j] = 0.0
@@ -209,7 +209,7 @@ def _narrow3(A, B, C):
 def _narrow_t3(A, B, C):
     """C = A @ B for A with 3 rows (the weight gradient A_0^T @ delta_1 of a layer with 3
     inputs): row i of B is added into the 3 rows of C, along their contiguous axis (BLAS took
-    about 2x longer)."""
+    1.2-2.4x longer)."""
     for p in range(3):
         for j in range(B.shape[1]):
             C[p, j] = 0.0
@@ -236,7 +236,7 @@ def _narrow4(A, B, C):
 def _narrow_t4(A, B, C):
     """C = A @ B for A with 4 rows (the weight gradient A_0^T @ delta_1 of a layer with 4
     inputs): row i of B is added into the 4 rows of C, along their contiguous axis (BLAS took
-    about 2x longer)."""
+    1.2-2.4x longer)."""
     for p in range(4):
         for j in range(B.shape[1]):
             C[p, j] = 0.0
@@ -249,15 +249,15 @@ def _narrow_t4(A, B, C):
 
 @numba.njit(**_JIT)
 def _check(A, B, C):
+    """Raise on shapes that do not make C = A @ B; False when C is empty (nothing to compute)."""
     if A.shape[1] != B.shape[0] or C.shape[0] != A.shape[0] or C.shape[1] != B.shape[1]:
         raise ValueError("matrix product of mismatched shapes")
     return A.shape[0] > 0 and B.shape[1] > 0
 
 
-# np.dot(A, B, C) needs Numba's reference counting, which these kernels skip: products are BLAS
-# gemm, except where the call costs more than the arithmetic (timings in each loop's docstring).
-# One entry point per orientation, so that each compiles only the loops it can use (compiling
-# every loop for every orientation doubled a module's first compile).
+# Products are BLAS gemm, except where the call costs more than the arithmetic (timings in each
+# loop's docstring). One entry point per orientation, so that each compiles only the loops it can
+# use (compiling every loop for every orientation raised a module's first compile by 70 %).
 
 
 @numba.njit(**_JIT)

@@ -1,8 +1,9 @@
 """Render a :class:`~derive.derivation.Derivation` into a generated Python module.
 
 The elementwise right-hand sides of the derivation are printed by :class:`KernelPrinter` (one
-cse'd statement per line); the matrix equations map to fixed kernel shapes (``np.dot`` into
-preallocated arrays, bias and column-sum loops). The template only arranges them.
+cse'd statement per line); the matrix equations map to fixed kernel shapes (the products
+``_mm``/``_mm_tn``/``_mm_nt`` into preallocated arrays, bias and column-sum loops). The
+template only arranges them.
 """
 
 from __future__ import annotations
