@@ -107,7 +107,8 @@ KERNEL_NAMES = frozenset({
     "MODELS", "forward", "loss", "gradients", "step", "train", "permutations", "init_params", "init_state",
     "DROPOUT", "INIT_SCHEMES", "train_many", "llvmlite",
     # kernel arguments and locals
-    "X", "Y", "Xb", "Yb", "P", "Q", "G", "N", "B", "L", "R", "nb", "n", "e", "b", "s", "r", "row", "i", "j", "k",
+    "X", "Y", "Xb", "Yb", "xs", "ys", "P", "Q", "G", "N", "B", "L", "R", "nb", "n", "e", "b", "s", "r", "row", "i",
+    "j", "k",
     "p", "q", "gr", "theta", "g", "t", "t0", "epoch", "epoch0", "epochs", "batch", "batch_size", "shuffle", "seed",
     "perm", "history", "flip", "value", "total", "ell", "scale", "clip_coef", "grad_norm", "lr_t", "status",
     "steps", "delta", "out", "drop", "acc", "track", "l", "gnorm", "grad_norms", "results",

@@ -715,8 +715,6 @@ def _train(X, Y, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1, A1, Z2, A2,
     n = X.shape[0]
     B = min(batch_size, n)
     nb = (n + B - 1) // B
-    for i in range(n):
-        perm[i] = i
     t = t0
     flip = 0
     for e in range(epochs):
@@ -733,16 +731,22 @@ def _train(X, Y, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1, A1, Z2, A2,
         for b in range(nb):
             s = b * B
             r = min(B, n - s)
-            for i in range(r):
-                row = perm[s + i]
-                for j in range(X.shape[1]):
-                    Xb[i, j] = X[row, j]
-                for j in range(Y.shape[1]):
-                    Yb[i, j] = Y[row, j]
+            if shuffle:
+                for i in range(r):
+                    row = perm[s + i]
+                    for j in range(X.shape[1]):
+                        Xb[i, j] = X[row, j]
+                    for j in range(Y.shape[1]):
+                        Yb[i, j] = Y[row, j]
+                xs = Xb[:r]
+                ys = Yb[:r]
+            else:  # the rows in order: the batch is a slice, no copy (~1.6 MB a step for large)
+                xs = X[s:s + r]
+                ys = Y[s:s + r]
             if flip == 0:
-                value = _batch_step(Xb[:r], Yb[:r], W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1[:r], A1[:r], Z2[:r], A2[:r], D1[:r], D2[:r], gW1, gb1, gW2, gb2, b_W1, b_b1, b_W2, b_b2, b_W1_out, b_b1_out, b_W2_out, b_b2_out, t + 1, epoch0 + e, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value)
+                value = _batch_step(xs, ys, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1[:r], A1[:r], Z2[:r], A2[:r], D1[:r], D2[:r], gW1, gb1, gW2, gb2, b_W1, b_b1, b_W2, b_b2, b_W1_out, b_b1_out, b_W2_out, b_b2_out, t + 1, epoch0 + e, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value)
             else:
-                value = _batch_step(Xb[:r], Yb[:r], W1_out, b1_out, W2_out, b2_out, W1, b1, W2, b2, Z1[:r], A1[:r], Z2[:r], A2[:r], D1[:r], D2[:r], gW1, gb1, gW2, gb2, b_W1_out, b_b1_out, b_W2_out, b_b2_out, b_W1, b_b1, b_W2, b_b2, t + 1, epoch0 + e, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value)
+                value = _batch_step(xs, ys, W1_out, b1_out, W2_out, b2_out, W1, b1, W2, b2, Z1[:r], A1[:r], Z2[:r], A2[:r], D1[:r], D2[:r], gW1, gb1, gW2, gb2, b_W1_out, b_b1_out, b_W2_out, b_b2_out, b_W1, b_b1, b_W2, b_b2, t + 1, epoch0 + e, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value)
             if not math.isfinite(value):
                 return 1, e, b, t - t0, flip
             t += 1

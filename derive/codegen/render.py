@@ -186,9 +186,10 @@ def render_module(d: Derivation) -> str:
     # _step is _batch_step in place: each *_out buffer is its input buffer.
     in_place = {f"{n}_out": n for n in [*P, *ST, *SC]}
     step_batch_call = ", ".join(in_place.get(n, n) for n in args["batch"])
-    # _train alternates the buffers and passes views of the first r rows of the workspaces.
+    # _train alternates the buffers and passes views of the first r rows of the workspaces; xs, ys
+    # are the batch's rows (gathered into Xb, Yb when shuffling, else a slice of X, Y).
     rows = {n: f"{n}[:r]" for n in ZA + D}
-    rows.update({"X": "Xb[:r]", "Y": "Yb[:r]", "t": "t + 1", "epoch": "epoch0 + e", "drop": "1"})
+    rows.update({"X": "xs", "Y": "ys", "t": "t + 1", "epoch": "epoch0 + e", "drop": "1"})
     swap = {**{f"{n}_out": n for n in [*P, *ST, *SC]}, **{n: f"{n}_out" for n in [*P, *ST, *SC]}}
     train_call_a = ", ".join(rows.get(n, n) for n in args["batch"])
     train_call_b = ", ".join(rows.get(n, swap.get(n, n)) for n in args["batch"])
