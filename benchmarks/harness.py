@@ -27,7 +27,7 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks.configs import CONFIGS, DTYPES, OPTIMIZERS, Config, flops_per_step, select
-from benchmarks.peers import all_peers, module_exists
+from benchmarks.peers import BOUNDS, all_peers, module_exists
 from benchmarks.report import BUSY_CORES
 from benchmarks.worker import RESULT_MARKER
 
@@ -133,6 +133,8 @@ def plan(args: argparse.Namespace) -> list[dict]:
         for opt in optimizers:
             for dt in dtypes:
                 for peer in step_peers:
+                    if peer in BOUNDS and flops_per_step(cfg) < BOUNDS[peer]:
+                        continue
                     jobs.append(
                         dict(
                             peer=peer,

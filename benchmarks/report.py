@@ -7,7 +7,9 @@ A *result record* is one peer's dict (see :mod:`benchmarks.peers`) plus ``status
 For each (config, optimizer, dtype) group the report gives, per peer: median µs/step and its
 p10-p90 spread, GFLOP/s (``flops / median``), the share of the GEMM rate of the same dtype
 measured in the same run, and ``speedup vs best other peer`` = (median of the fastest *other*
-peer) / (this peer's median): above 1 means faster than every other peer.
+peer) / (this peer's median): above 1 means faster than every other peer. Bound "peers"
+(:data:`benchmarks.peers.BOUNDS`, e.g. ``matmuls``: a step's matrix products alone) are shown
+but never compared: each group says how much of every step lies outside its matmuls.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 import platform
 from collections.abc import Iterable
 from importlib import metadata
+
+from benchmarks.peers import BOUNDS
 
 LIBRARIES = ("numpy", "torch", "jax", "jaxlib", "optax", "numba")
 LOSS_RTOL = {"float32": 1e-4, "float64": 1e-9}
@@ -150,13 +154,34 @@ def loss_check(rows: list[dict], dtype: str) -> str:
     return text.strip()
 
 
+def floor_note(rows: list[dict]) -> str:
+    """One sentence comparing each step peer with the group's bound (the matmuls alone)."""
+    ok = {r["peer"]: r["median_s"] for r in rows if r.get("status") == "ok"}
+    bounds = [p for p in ok if p in BOUNDS]
+    if not bounds:
+        return ""
+    floor = ok[bounds[0]]
+    parts = [
+        f"{p} {100 * floor / t:.0f} % ("
+        + (f"{fmt_us(t - floor)} µs outside them)" if t >= floor else "its products beat NumPy's BLAS here)")
+        for p, t in ok.items()
+        if p not in BOUNDS
+    ]
+    if not parts:
+        return ""
+    return (
+        f"The step's matmuls alone (`{bounds[0]}`: NumPy, these shapes, nothing else) take {fmt_us(floor)} µs; "
+        "their share of each peer's step: " + ", ".join(parts) + "."
+    )
+
+
 # --------------------------------------------------------------------------- tables
 
 
 def group_table(rows: list[dict], gemm: dict[str, float]) -> list[str]:
     """Markdown lines of one group's table (skipped peers are left out)."""
     ok = {r["peer"]: r for r in rows if r.get("status") == "ok"}
-    sp = speedups({p: r["median_s"] for p, r in ok.items()})
+    sp = speedups({p: r["median_s"] for p, r in ok.items() if p not in BOUNDS})
     lines = [
         "| peer | µs/step | p10 – p90 | GFLOP/s | % of GEMM | speedup vs best other | first call (s) |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -171,8 +196,8 @@ def group_table(rows: list[dict], gemm: dict[str, float]) -> list[str]:
         g = r["flops"] / r["median_s"] / 1e9
         rate = gemm.get(r["dtype"])
         share = fmt_share(g / rate) if rate else "—"
-        s = sp[peer]
-        speed = "—" if s is None else f"{s[0]:.2f}× ({s[1]})"
+        s = sp.get(peer)
+        speed = "bound, not a step" if peer in BOUNDS else "—" if s is None else f"{s[0]:.2f}× ({s[1]})"
         first = r.get("first_call_s")
         mark = " †" if disturbed(r) else ""
         lines.append(
@@ -190,7 +215,7 @@ def summary_table(grouped: dict[tuple[str, str, str], list[dict]], peers: list[s
     ]
     for (cname, opt, dt), rows in grouped.items():
         by_peer = {r["peer"]: r for r in rows}
-        ok = {p: r["median_s"] for p, r in by_peer.items() if r.get("status") == "ok"}
+        ok = {p: r["median_s"] for p, r in by_peer.items() if r.get("status") == "ok" and p not in BOUNDS}
         best = min(ok, key=ok.get) if ok else None
         cells = []
         for p in peers:
@@ -287,8 +312,8 @@ def format_report(results: list[dict], meta: dict) -> str:
                 head += f", {flops:,} FLOP/step"
             out += [head, ""]
             out += group_table(rows, gemm)
-            check = loss_check(rows, dt)
-            if check:
-                out += ["", check]
+            for line in (loss_check(rows, dt), floor_note(rows)):
+                if line:
+                    out += ["", line]
             out.append("")
     return "\n".join(out).rstrip() + "\n"

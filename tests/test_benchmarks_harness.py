@@ -209,6 +209,35 @@ def test_report_table_from_fake_results():
     assert "Peers agree on: first-step loss 0.5" in text
 
 
+def test_bound_peer_is_shown_but_never_the_best_and_gives_each_step_its_share():
+    rows = fake_results()
+    bound = dict(rows[2], peer="matmuls", median_s=40e-6, p10_s=39e-6, p90_s=41e-6, first_loss=None)
+    text = report.format_report([*rows, bound], {})
+    # the fastest real step stays the best peer and the summary's fastest
+    assert "| jax_step | 50.0 | 45.0 – 55.0 | 20.0 | 20.0 % | 2.00× (numpy) |" in text
+    assert "| matmuls | 40.0 | 39.0 – 41.0 | 25.0 | 25.0 % | bound, not a step |" in text
+    assert "| tiny | sgd | float64 | 100.0 | 200.0 | **50.0** | error | 40.0 | jax_step |" in text
+    assert ("take 40.0 µs; their share of each peer's step: numpy 40 % (60.0 µs outside them), "
+            "torch_eager 20 % (160.0 µs outside them), jax_step 80 % (10.0 µs outside them).") in text
+    bound["median_s"] = 60e-6  # a peer faster than NumPy's matmuls: said so, not a negative time
+    assert "jax_step 120 % (its products beat NumPy's BLAS here)" in report.format_report([*rows, bound], {})
+
+
+def test_matmuls_bound_times_the_products_of_a_step():
+    from benchmarks.peers import matmuls
+
+    res = matmuls.measure(CONFIGS["medium"], "sgd", "float32", steps=2, repeats=3, seed=0)
+    assert res["median_s"] > 0 and res["first_loss"] is None
+    assert "the 8 products of one step" in res["note"]
+
+
+def test_plan_runs_the_matmuls_bound_only_where_matmuls_dominate():
+    jobs = harness.plan(harness.build_parser().parse_args(["--peers", "numpy,matmuls", "--dtypes", "float64"]))
+    bound = {(j["config"]["name"], j["optimizer"]) for j in jobs if j["peer"] == "matmuls"}
+    assert bound == {(c, o) for c in ("medium", "large") for o in ("sgd", "adam")}
+    assert sum(j["peer"] == "numpy" for j in jobs) == 8
+
+
 def test_report_flags_disagreeing_losses_and_disturbed_runs():
     rows = fake_results()
     rows[3]["first_loss"] = 0.6

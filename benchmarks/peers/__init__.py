@@ -46,7 +46,9 @@ Optional:
     ``version``  version string of the library the peer times.
 
 The peer named ``gemm`` is special: the harness runs it once per dtype with ``config=None``
-and ``optimizer=None``, and it returns ``gflops`` (the machine's GEMM rate).
+and ``optimizer=None``, and it returns ``gflops`` (the machine's GEMM rate). The peers in
+:data:`BOUNDS` time a floor, not a step: they follow the interface (their ``first_loss`` is
+None) but are never compared as peers.
 
 Skeleton (``benchmarks/peers/numpy_peer.py`` is a complete example)::
 
@@ -93,8 +95,14 @@ PEERS: dict[str, str] = {
     "torch_eager": "benchmarks.peers.torch_eager",
     "jax_step": "benchmarks.peers.jax_step",
     "jax_scan": "benchmarks.peers.jax_scan",
+    "matmuls": "benchmarks.peers.matmuls",
 }
 """Known peers in report order: name -> module. ``derive`` is provided by the project."""
+
+BOUNDS: dict[str, int] = {"matmuls": 1_000_000}
+"""Peers that time a lower bound instead of a training step (``matmuls``: the step's matrix
+products alone), each with the least matmul FLOPs per step of the configs it is planned for.
+The report never counts them as the best peer."""
 
 
 def all_peers() -> dict[str, str]:
