@@ -136,10 +136,12 @@ _primitive(_gemm, _gemm_typer, _gemm_lower, numba.types.Array, numba.types.Array
 @numba.njit(**_JIT_DOT)
 def _mv(A, B, C):
     """C = A @ B for a row-major A and B with one column: one dot product per row, vectorised
-    (the sum may be reassociated); BLAS took 4x longer for a 64x32 @ 32x1 product."""
+    (the sum may be reassociated); BLAS took 4x longer for a 64x32 @ 32x1 product. The sum
+    starts from the first product, so it stays in the arrays' dtype (float32: 8 lanes, not a
+    float64 accumulator); A has at least one column (the callers handle an inner width of 0)."""
     for i in range(A.shape[0]):
-        acc = 0.0
-        for p in range(A.shape[1]):
+        acc = A[i, 0] * B[0, 0]
+        for p in range(1, A.shape[1]):
             acc += A[i, p] * B[p, 0]
         C[i, 0] = acc
 
