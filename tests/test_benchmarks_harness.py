@@ -223,6 +223,17 @@ def test_bound_peer_is_shown_but_never_the_best_and_gives_each_step_its_share():
     assert "jax_step 120 % (its products beat NumPy's BLAS here)" in report.format_report([*rows, bound], {})
 
 
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_matmuls_bound_runs_exactly_the_products_the_flop_count_counts(name):
+    from benchmarks.peers import matmuls
+
+    step = matmuls.products(CONFIGS[name], "float32", seed=0)
+    assert len(step) == 3 * len(CONFIGS[name].layers) - 1
+    for a, b, out in step:
+        assert a.shape[1] == b.shape[0] and out.shape == (a.shape[0], b.shape[1]) and out.dtype == np.float32
+    assert sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b, _ in step) == flops_per_step(CONFIGS[name])
+
+
 def test_matmuls_bound_times_the_products_of_a_step():
     from benchmarks.peers import matmuls
 

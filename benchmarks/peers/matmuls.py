@@ -29,27 +29,33 @@ def available() -> str | None:
     return None
 
 
-def measure(config: Config, optimizer: str | None, dtype: str, *, steps: int, repeats: int, seed: int) -> dict:
-    """``steps`` rounds of the step's matmuls per timed block; ``median_s`` is seconds per round."""
+def products(config: Config, dtype: str, seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The ``(a, b, out)`` of every matmul of one step, in the order a step runs them: the
+    forward ``A_{l-1} @ W_l``, then from the last layer down ``A_{l-1}.T @ D_l`` and, for l > 1,
+    ``D_l @ W_l.T`` (random data: the time of a matmul does not depend on the values)."""
     rng = np.random.default_rng(seed)
     B = config.batch
-    layers = config.layers
     A = [rng.standard_normal((B, n)).astype(dtype) for n in config.sizes]  # A_0 = X, ..., A_L
     D = [rng.standard_normal((B, n)).astype(dtype) for n in config.sizes]  # D_l: rows of layer l
-    W = [rng.standard_normal((n_in, n_out)).astype(dtype) for n_in, n_out in layers]
-    Z = [np.empty((B, n_out), dtype=dtype) for _, n_out in layers]
-    G = [np.empty_like(w) for w in W]
+    W = [rng.standard_normal(shape).astype(dtype) for shape in config.layers]
+    out = [(A[l], W[l], np.empty((B, W[l].shape[1]), dtype=dtype)) for l in range(len(W))]
+    for l in reversed(range(len(W))):
+        out.append((A[l].T, D[l + 1], np.empty_like(W[l])))
+        if l > 0:
+            out.append((D[l + 1], W[l].T, D[l]))
+    return out
+
+
+def measure(config: Config, optimizer: str | None, dtype: str, *, steps: int, repeats: int, seed: int) -> dict:
+    """``steps`` rounds of the step's matmuls per timed block; ``median_s`` is seconds per round."""
+    step = products(config, dtype, seed)
 
     def run_block(k: int) -> None:
         for _ in range(k):
-            for l in range(len(layers)):
-                np.matmul(A[l], W[l], out=Z[l])
-            for l in reversed(range(len(layers))):
-                np.matmul(A[l].T, D[l + 1], out=G[l])
-                if l > 0:
-                    np.matmul(D[l + 1], W[l].T, out=D[l])
+            for a, b, out in step:
+                np.matmul(a, b, out=out)
 
     out = time_blocks(run_block, steps=steps, repeats=repeats)
-    out["note"] = f"numpy matmul, the {3 * len(layers) - 1} products of one step, nothing else"
+    out["note"] = f"numpy matmul, the {len(step)} products of one step, nothing else"
     out["version"] = np.__version__
     return out
