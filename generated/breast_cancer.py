@@ -265,6 +265,9 @@ def _check(A, B, C):
 # Products are BLAS gemm, except where the call costs more than the arithmetic (timings in each
 # loop's docstring). One entry point per orientation, so that each compiles only the loops it can
 # use (compiling every loop for every orientation raised a module's first compile by 70 %).
+# _unrolled* take B with 16 columns or more (narrower, LLVM's vector loop mostly falls to its scalar
+# remainder: up to 3x slower than BLAS) and at most 2**18 multiply-adds (beyond, BLAS's blocking
+# and second thread catch up).
 
 
 @numba.njit(**_JIT)

@@ -119,6 +119,28 @@ def test_matrix_product_is_numpys(helpers, shapes, dtype):
         np.testing.assert_allclose(C, A @ B, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
 
 
+@pytest.mark.parametrize("shapes", [((20, 8), (8, 16)), ((70, 16), (16, 16)), ((3, 8), (8, 40)), ((9, 16), (16, 17)),
+                                    ((2000, 8), (8, 17)), ((12, 8), (8, 15))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unrolled_matrix_products_are_numpys(generated, shapes, dtype):
+    """The written-out loops for an inner width of 5-16 (_unrolled*, _unrolled_t*: regression is
+    8 -> 16 -> 16 -> 1), with row counts that leave a remainder after the eight-row blocks of
+    _unrolled_t, and the shapes that go to BLAS instead: fewer than 16 columns, more than 2**18
+    multiply-adds."""
+    module = generated["regression"]
+    assert hasattr(module, "_unrolled8") and hasattr(module, "_unrolled_t16")
+    rng = np.random.default_rng(1)
+    (m, k), (_, n) = shapes
+    A, B = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
+    At = np.ascontiguousarray(A.T)
+    D = rng.normal(size=(m, n)).astype(dtype)
+    for product, expected in [(lambda C: module._mm(A, B, C), A @ B), (lambda C: module._mm_tn(A, D, C), A.T @ D),
+                              (lambda C: module._mm(At.T, B, C), A @ B)]:
+        C = np.full(expected.shape, np.nan, dtype)
+        product(C)
+        np.testing.assert_allclose(C, expected, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-5)
+
+
 def test_matrix_product_refuses_mismatched_shapes(helpers):
     module = helpers["module"]
     with pytest.raises(ValueError, match="mismatched shapes"):
