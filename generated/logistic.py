@@ -313,7 +313,9 @@ def _mm_nt(A, B, C):
 # Vectorisable exp, log, log1p and tanh. libm's are opaque calls that keep LLVM from vectorising
 # an element loop (tanh alone was 40 % of a tiny network's step). These use arithmetic, selects
 # and bit casts only, so a loop over them becomes SIMD code; they compute in float64 and are
-# within 1 ulp (exp, tanh) and 2 ulp (log, log1p) of the exact value (tests/test_vmath.py).
+# within 1 ulp (exp, tanh) and 2 ulp (log, log1p) of the exact value (tests/test_vmath.py). tanh
+# of a float32 computes in float32, within 1 ulp of float32: 8 lanes instead of 4, and a shorter
+# polynomial (256 elements: 0.30 us against 1.01; tanh was a third of a tiny network's step).
 
 
 def _as_bits(x):
@@ -369,8 +371,8 @@ def _exp(x):
 
 
 @numba.njit(**_JIT_MATH)
-def _tanh(x):
-    """tanh x: x + x^3 P(x^2) for |x| < 0.625, else sign(x) (1 - 2 / (e**(2|x|) + 1))."""
+def _tanh64(x):
+    """tanh x in float64: x + x^3 P(x^2) for |x| < 0.625, else sign(x) (1 - 2 / (e**(2|x|) + 1))."""
     x = np.float64(x)
     a = abs(x)
     z = x * x
@@ -392,6 +394,63 @@ def _tanh(x):
     big = big if x > 0.0 else -big
     r = small if a < 0.625 else big
     return r if x != 0.0 else x  # tanh(-0.0) = -0.0
+
+
+def _pow2f(j):
+    """2**j as a float32, for an integer-valued float32 j in [-126, 127]."""
+    return np.float32(2.0) ** j
+
+
+def _pow2f_lower(context, builder, signature, args):
+    f32, i32 = llvmlite.ir.FloatType(), llvmlite.ir.IntType(32)
+    biased = builder.bitcast(builder.fadd(args[0], f32(8388735.0)), i32)  # 2**23 + 127 + j: low bits j + 127
+    return builder.bitcast(builder.shl(biased, i32(23)), f32)
+
+
+_primitive(_pow2f, lambda j: numba.float32 if j == numba.float32 else None, _pow2f_lower, numba.types.float32)
+_F = np.float32
+
+
+@numba.njit(**_JIT_MATH)
+def _tanh32(x):
+    """tanh x for a float32 x, in float32 (8 lanes where float64 has 4), within 1 ulp of float32:
+    x + x^3 P(x^2) for |x| < 0.625, else sign(x) (1 - 2 / (e**(2|x|) + 1)), e**t as 2**k times a
+    degree-6 polynomial in t - k ln 2 (coefficients: least squares, relative, on Chebyshev nodes)."""
+    a = abs(x)
+    z = x * x
+    p = _F(-0.005718978858801284)
+    p = p * z + _F(0.020653140829106742)
+    p = p * z - _F(0.053744663627331324)
+    p = p * z + _F(0.13331512746511115)
+    p = p * z - _F(0.33333285223367654)
+    small = x + x * z * p
+    t = _F(2.0) * a
+    t = _F(20.0) if t > _F(20.0) else t  # tanh(10) == 1.0 in float32; NaN stays NaN
+    k = (t * _F(1.4426950408889634) + _F(12582912.0)) - _F(12582912.0)  # round(t / ln 2): 0 .. 29
+    r = (t - k * _F(0.693145751953125)) - k * _F(1.4286068203094172e-06)  # t - k ln 2 (k * hi is exact)
+    e = _F(0.0013829420542372977)
+    e = e * r + _F(0.008374771520076263)
+    e = e * r + _F(0.041668358033705936)
+    e = e * r + _F(0.16666420832120954)
+    e = e * r + _F(0.4999999149303647)
+    e = e * r + _F(1.0000000361258983)
+    e = e * r + _F(1.0000000005920204)
+    big = _F(1.0) - _F(2.0) / (e * _pow2f(k) + _F(1.0))
+    big = big if x > _F(0.0) else -big
+    r = small if a < _F(0.625) else big
+    return r if x != _F(0.0) else x  # tanh(-0.0) = -0.0
+
+
+def _tanh(x):
+    """tanh x in the precision of x: _tanh32 for a float32, _tanh64 for anything else."""
+    return _tanh32(x) if isinstance(x, np.float32) else _tanh64(x)
+
+
+@numba.extending.overload(_tanh, jit_options=_JIT_MATH)
+def _tanh_typed(x):
+    if x == numba.float32:
+        return lambda x: _tanh32(x)
+    return lambda x: _tanh64(x)
 
 
 @numba.njit(**_JIT_ELEM)
