@@ -181,6 +181,16 @@ def test_unrolled_matrix_products_are_numpys(generated, shapes, dtype):
         np.testing.assert_allclose(C, expected, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(0, 3), (1, 1), (3, 2), (4, 8), (33, 5), (64, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_sums_are_numpys(helpers, shape, dtype):
+    """_colsum (the bias gradients), four rows at a time and the rows left over."""
+    D = np.random.default_rng(2).normal(size=shape).astype(dtype)
+    g = np.full(shape[1], np.nan, dtype)
+    helpers["module"]._colsum(D, g)
+    np.testing.assert_allclose(g, D.sum(axis=0), rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
+
+
 def test_matrix_product_refuses_mismatched_shapes(helpers):
     module = helpers["module"]
     with pytest.raises(ValueError, match="mismatched shapes"):
