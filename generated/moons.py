@@ -367,6 +367,18 @@ def _unrolled_t16(A, B, C):
         i += 1
 
 
+@numba.njit(**_JIT_DOT)
+def _all_finite(a):
+    """True when no element of the C-contiguous array a is NaN or infinite: x - x is 0 for every
+    finite x and NaN otherwise, and the sum vectorises (np.isfinite(a).all() took 2.5 us for 64
+    elements, mostly call overhead; this 0.5)."""
+    f = _flat(a)
+    acc = 0.0
+    for i in range(f.size):
+        acc += f[i] - f[i]
+    return acc == 0.0
+
+
 @numba.njit(**_JIT)
 def _check(A, B, C):
     """Raise on shapes that do not make C = A @ B; False when C is empty (nothing to compute)."""
@@ -913,6 +925,17 @@ def _train_many(X, Y, W1s, b1s, W2s, b2s, W3s, b3s, W1_outs, b1_outs, W2_outs, b
 _STATE_KEYS = [f"{s}_{p}" for s in STATE_NAMES for p in PARAM_NAMES] + list(SCALAR_STATE)
 
 
+#: The dtypes the kernels take (comparing with these dtype objects is ~6x faster than with the types).
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _nans(shape):
+    """A float64 array of NaN (np.full took twice as long for the small arrays of train())."""
+    out = np.empty(shape)
+    out.fill(np.nan)
+    return out
+
+
 def _fail(message):
     raise ValueError(f"moons: {message}")
 
@@ -929,7 +952,7 @@ def _params(params, writeable=False):
     for name, arr in zip(PARAM_NAMES, arrays):
         if type(arr) is not np.ndarray:
             _fail(f"params[{name!r}] must be a plain numpy array, got {type(arr).__name__}; use np.asarray(...)")
-        if arr.dtype not in (np.float32, np.float64):
+        if arr.dtype not in _FLOATS:
             _fail(f"params[{name!r}] has dtype {arr.dtype}; use float32 or float64")
         dtype = dtype or arr.dtype
         if arr.dtype != dtype:
@@ -960,7 +983,7 @@ def _data(name, arr, dtype, cols):
         _fail(f"{name} is empty (0 samples)")
     if not arr.flags.c_contiguous:
         _fail(f"{name} is not C-contiguous; pass np.ascontiguousarray({name})")
-    if not np.isfinite(arr).all():
+    if not _all_finite(arr):
         bad = np.argwhere(~np.isfinite(arr))[0]
         _fail(f"{name} has a non-finite value {arr[tuple(bad)]} at row {bad[0]}, column {bad[1]}")
     return arr
@@ -1199,8 +1222,8 @@ def train(params, state, X, Y, epochs=1, batch_size=32, seed=0, shuffle=True, gr
     Xb = np.empty((B, X.shape[1]), X.dtype)
     Yb = np.empty((B, Y.shape[1]), Y.dtype)
     perm = np.empty(n, dtype=np.int64)
-    history = np.full(epochs, np.nan)
-    gnorm = np.full((epochs if grad_norms else 0, len(PARAM_NAMES) // 2), np.nan)
+    history = _nans(epochs)
+    gnorm = _nans((epochs if grad_norms else 0, len(PARAM_NAMES) // 2))
     t0 = int(state["t"])
     epoch0 = int(state["epoch"])
     status, epoch, batch, steps, flip = _train(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], outs[0], outs[1], outs[2], outs[3], outs[4], outs[5], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Ds[0], Ds[1], Ds[2], grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], state['m_W1'], state['m_b1'], state['m_W2'], state['m_b2'], state['m_W3'], state['m_b3'], state['v_W1'], state['v_b1'], state['v_W2'], state['v_b2'], state['v_W3'], state['v_b3'], state_out['m_W1'], state_out['m_b1'], state_out['m_W2'], state_out['m_b2'], state_out['m_W3'], state_out['m_b3'], state_out['v_W1'], state_out['v_b1'], state_out['v_W2'], state_out['v_b2'], state_out['v_W3'], state_out['v_b3'], Xb, Yb, perm, history, gnorm, epochs, batch_size, bool(shuffle), seed, t0, epoch0, *hv)
@@ -1265,8 +1288,8 @@ def train_many(params_list, states, X, Y, epochs=1, batch_size=32, seeds=None, s
     Xb = np.empty((K, B, X.shape[1]), X.dtype)
     Yb = np.empty((K, B, Y.shape[1]), Y.dtype)
     perm = np.empty((K, n), dtype=np.int64)
-    history = np.full((K, epochs), np.nan)
-    gnorm = np.full((K, epochs if grad_norms else 0, len(PARAM_NAMES) // 2), np.nan)
+    history = _nans((K, epochs))
+    gnorm = _nans((K, epochs if grad_norms else 0, len(PARAM_NAMES) // 2))
     results = np.zeros((K, 5), dtype=np.int64)
     t0 = int(runs[0][1]["t"])
     epoch0 = int(runs[0][1]["epoch"])

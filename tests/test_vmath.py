@@ -191,6 +191,22 @@ def test_column_sums_are_numpys(helpers, shape, dtype):
     np.testing.assert_allclose(g, D.sum(axis=0), rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_finds_any_nan_or_infinity(helpers, dtype):
+    """_all_finite (the check of X and Y): the largest finite values pass, a NaN or an infinity
+    anywhere (first, last, in the vectorised body or the remainder) fails."""
+    all_finite = helpers["module"]._all_finite
+    big = np.finfo(dtype).max
+    a = np.full((13, 3), big, dtype)
+    a[::2] = -big
+    assert all_finite(a)
+    for i in (0, 17, 38):
+        for bad in (np.nan, np.inf, -np.inf):
+            b = a.copy()
+            b.flat[i] = bad
+            assert not all_finite(b), (i, bad)
+
+
 def test_matrix_product_refuses_mismatched_shapes(helpers):
     module = helpers["module"]
     with pytest.raises(ValueError, match="mismatched shapes"):
