@@ -699,7 +699,7 @@ def _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2):
     for k in range(_d1.size):
         e_1 = _d1[k]
         a_1 = _a1[k]
-        delta_1 = e_1*(1.0 if (a_1 > 0.0) else 0.0)
+        delta_1 = e_1*((a_1 > 0.0))
         _d1[k] = delta_1
     # grad.W1: dL/dW_1 = A_0.T*Delta_1
     _mm_tn(X, D1, gW1)

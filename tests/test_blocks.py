@@ -87,3 +87,24 @@ def test_ranges(name, lo, hi):
 def test_losses_are_declared_once_as_expressions():
     assert losses.REGISTRY["mse"].expr == (losses.yhat - y) ** 2
     assert losses.REGISTRY["bce"].needs_range == (0.0, 1.0)
+
+
+def test_relu_derivative_prints_as_its_condition_and_keeps_float32():
+    """Piecewise((1, c), (0, True)) prints as the condition c, which multiplies as 1 or 0: the
+    same values as (1.0 if c else 0.0), NaN and signed zeros included, but a float32 operand
+    stays float32 (a float64 literal made the float32 ReLU backward loop float64)."""
+    import numba
+    import numpy as np
+
+    from derive.codegen.printer import KernelPrinter
+
+    e = sp.Symbol("e", real=True)
+    code = KernelPrinter().doprint(e * activations.forms("relu").derivative)
+    assert "if" not in code and "1.0" not in code, code
+    fn = numba.njit(eval(f"lambda e, a: {code}"))  # printed kernel code, our own
+    for ev, av in ((np.float32(-2.5), np.float32(1.0)), (np.float32(-2.5), np.float32(-1.0)),
+                   (np.float32(np.nan), np.float32(-1.0)), (np.float32(3.0), np.float32(0.0))):
+        want = ev * (1.0 if av > 0 else 0.0)
+        got = fn(ev, av)
+        assert (np.isnan(want) and np.isnan(got)) or (got == want and np.signbit(got) == np.signbit(want))
+    assert fn.nopython_signatures[0].return_type == numba.float32
