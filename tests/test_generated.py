@@ -165,8 +165,9 @@ def test_read_only_params_are_refused_by_step(generated):
 
 
 def test_generated_module_runs_without_jit_and_without_derive(tmp_path):
-    """NUMBA_DISABLE_JIT=1: the module is plain Python; and it imports with only numpy/numba
-    on the path (a copy outside the repository, with `derive` made unimportable)."""
+    """NUMBA_DISABLE_JIT=1: the module is plain Python, in float64 and in float32 (whose exp and
+    tanh are their own functions); and it imports with only numpy/numba on the path (a copy
+    outside the repository, with `derive` made unimportable)."""
     target = tmp_path / "xor_copy.py"
     target.write_text((ROOT / "generated" / "xor.py").read_text())
     (tmp_path / "derive.py").write_text("raise ImportError('derive must not be needed')\n")
@@ -175,6 +176,9 @@ def test_generated_module_runs_without_jit_and_without_derive(tmp_path):
         "p = m.init_params(seed=0); X = np.random.default_rng(0).normal(size=(4, 2)); Y = np.ones((4, 1))\n"
         "g = m.gradients(p, X, Y); v = m.step(p, m.init_state(p), X, Y)\n"
         "assert np.isfinite(v) and set(g) == set(m.PARAM_NAMES)\n"
+        "p32 = m.init_params(seed=0, dtype=np.float32)\n"  # float32: _tanh32 and _exp32 as Python
+        "v32 = m.step(p32, m.init_state(p32), X.astype(np.float32), Y.astype(np.float32))\n"
+        "assert p32['W1'].dtype == np.float32 and abs(v32 - v) < 1e-6 * abs(v), (v32, v)\n"
         "import numba; assert numba.config.DISABLE_JIT\n"
         "print('ok', v)\n"
     )

@@ -200,7 +200,6 @@ def render_module(d: Derivation) -> str:
         """What layer l reads: X, the previous activations, or their dropped-out copy H."""
         return "X" if l == 1 else (f"H{l - 1}" if l - 1 in drops else f"A{l - 1}")
 
-    widths = [model.inputs] + [layer.units for layer in model.layers]
     layers = []
     for l in range(1, L + 1):
         a_eq = d.eq(f"forward.a{l}")
@@ -261,8 +260,8 @@ def render_module(d: Derivation) -> str:
         "L": L,
         # inner widths of 5 to 16 whose layer has 16 outputs or more get their own unrolled product
         # loops (templates/_helpers.py.j2)
-        "unrolled_widths": sorted({n_in for n_in, layer in zip(widths, model.layers)
-                                   if 5 <= n_in <= 16 and layer.units >= 16}),
+        "unrolled_widths": sorted({shape[0] for name, shape in model.param_shapes().items()
+                                   if name[0] == "W" and 5 <= shape[0] <= 16 and shape[1] >= 16}),
         "layers": layers,
         "back_layers": back_layers,
         "loss_eq": describe(loss_el),
