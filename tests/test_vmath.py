@@ -31,7 +31,7 @@ def helpers(generated):
 
         return call
 
-    return {name: vectorised(getattr(module, f"_{name}")) for name in ("exp", "log", "log1p", "tanh")} | {
+    return {name: vectorised(getattr(module, f"_{name}")) for name in ("exp", "log", "log1p", "tanh", "softplus")} | {
         "module": module}
 
 
@@ -61,6 +61,11 @@ CASES = {
                                         [5e-324, 1e-310, 2.2250738585072014e-308, 1.7976931348623157e308]]), 2),
     "log1p": (mpmath.log1p, np.concatenate([RNG.uniform(0, 1, 4000), np.exp(RNG.uniform(-60, 0, 4000)),
                                             RNG.uniform(-0.99, 10, 2000), [1e-300, 5e-324, 1e-17, -0.5]]), 2),
+    # softplus x = log(1 + e**x); its branch point e**-|x| = sqrt(2) - 1 lies at |x| = 0.8814
+    "softplus": (lambda v: mpmath.log1p(mpmath.exp(v)),
+                 np.concatenate([RNG.uniform(-750, 750, 4000), RNG.uniform(-3, 3, 4000), RNG.uniform(0.87, 0.89, 500),
+                                 RNG.uniform(-0.89, -0.87, 500), RNG.uniform(-1e-8, 1e-8, 200),
+                                 [0.881373587019543, -0.881373587019543, -708.0, -740.0, 1e-300]]), 2),
 }
 
 
@@ -83,7 +88,8 @@ def test_special_values_are_numpys(helpers, name):
     domain edges of log and log1p, signed zero and subnormals: as NumPy, within the ulp bound."""
     got = helpers[name](SPECIALS)
     with np.errstate(all="ignore"):
-        want = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "tanh": np.tanh}[name](SPECIALS)
+        want = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
+                "softplus": lambda x: np.logaddexp(0.0, x)}[name](SPECIALS)
     same = (got == want) | (np.isnan(got) & np.isnan(want))
     same |= np.isfinite(got) & np.isfinite(want) & (ulp_distance(got, want) <= CASES[name][2] + 1)
     assert same.all(), list(zip(SPECIALS[~same], got[~same], want[~same]))
@@ -92,9 +98,10 @@ def test_special_values_are_numpys(helpers, name):
 
 
 def test_float32_arguments(helpers):
-    """exp and tanh of a float32 compute in float32 (log and log1p in float64), of a float64 in float64."""
+    """exp, tanh and softplus of a float32 compute in float32 (log and log1p in float64), of a
+    float64 in float64."""
     module = helpers["module"]
-    for name, exact_fn in (("exp", math.exp), ("tanh", math.tanh)):
+    for name, exact_fn in (("exp", math.exp), ("tanh", math.tanh), ("softplus", lambda v: math.log1p(math.exp(v)))):
         fn = numba.njit(getattr(module, f"_{name}"))  # a plain function that dispatches on its argument's type
         assert fn(np.float32(-0.3)) == pytest.approx(exact_fn(np.float32(-0.3)), rel=1.2e-7)
         assert fn.nopython_signatures[0].return_type == numba.float32
@@ -112,20 +119,23 @@ def ulp_distance32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 FLOAT32_CASES = {
-    # name: (NumPy reference in float64, extra arguments: branch points, overflow and underflow edges)
-    "tanh": (np.tanh, [0.625, 0.62499994, 9.99, 10.0, 1e-45, 1e-38]),
-    "exp": (np.exp, [88.72, 88.7228, 88.73, -87.33, -103.97, -103.98, -104.5, 1e-45]),
+    # name: (NumPy reference in float64, extra arguments: branch points, overflow and underflow
+    # edges; largest error allowed in ulp of float32: softplus adds the rounding of its division
+    # to exp's, as float64's log and log1p do)
+    "tanh": (np.tanh, [0.625, 0.62499994, 9.99, 10.0, 1e-45, 1e-38], 1),
+    "exp": (np.exp, [88.72, 88.7228, 88.73, -87.33, -103.97, -103.98, -104.5, 1e-45], 1),
+    "softplus": (lambda x: np.logaddexp(0.0, x), [0.88137357, 0.8813736, 16.6, 17.0, 88.0, -87.0, -103.97, 1e-45], 2),
 }
 
 
 @pytest.mark.parametrize("name", sorted(FLOAT32_CASES))
-def test_float32_functions_are_within_one_ulp_of_float32(helpers, name):
-    """_tanh32 and _exp32, the 8-lane float32 versions: within 1 ulp of the function rounded to
-    float32 (NumPy's float64 result, 1e-16 relative, rounded) over random bit patterns of every
-    exponent, [-12, 12] densely (exp: [-110, 95], subnormal results included), the edges; specials
-    as NumPy."""
+def test_float32_functions_are_within_an_ulp_or_two_of_float32(helpers, name):
+    """_tanh32, _exp32 and _softplus32, the 8-lane float32 versions: within 1 ulp (softplus: 2)
+    of the function rounded to float32 (NumPy's float64 result, 1e-16 relative, rounded) over
+    random bit patterns of every exponent, [-12, 12] densely (exp and softplus: [-110, 95],
+    subnormal results included), the edges; specials as NumPy."""
     fn = getattr(helpers["module"], f"_{name}")
-    reference, edges = FLOAT32_CASES[name]
+    reference, edges, allowed = FLOAT32_CASES[name]
 
     @numba.njit(error_model="numpy", _nrt=False)
     def apply(x, out):
@@ -143,12 +153,12 @@ def test_float32_functions_are_within_one_ulp_of_float32(helpers, name):
     with np.errstate(over="ignore"):
         want = reference(x.astype(np.float64)).astype(np.float32)
     errors = ulp_distance32(got, want)
-    assert errors.max() <= 1, f"{name}({x[errors.argmax()]!r}) is {errors.max()} ulp off in float32"
+    assert errors.max() <= allowed, f"{name}({x[errors.argmax()]!r}) is {errors.max()} ulp off in float32"
     assert errors.mean() < 0.1
     specials = np.float32([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 100.0, -100.0, -200.0])
     got = np.empty_like(specials)
     apply(specials, got)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         np.testing.assert_array_equal(got, reference(specials))
     if name == "tanh":
         assert math.copysign(1.0, got[1]) == -1.0

@@ -1,8 +1,8 @@
 """A SymPy printer whose output Numba compiles: scalar ``math`` calls, conditional expressions
 for Piecewise (never ``numpy.select``), float literals, overflow-free softplus and sigmoid.
 
-exp, log, log1p and tanh print as the generated module's vectorisable ``_exp``, ``_log``,
-``_log1p`` and ``_tanh`` (see ``templates/_helpers.py.j2``); :data:`VECTOR_MATH` maps them to
+exp, log, log1p, tanh and softplus print as the generated module's vectorisable ``_exp``, ``_log``,
+``_log1p``, ``_tanh`` and ``_softplus`` (see ``templates/_helpers.py.j2``); :data:`VECTOR_MATH` maps them to
 NumPy's for evaluating printed code in Python."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from sympy.printing.pycode import PythonCodePrinter
 from ..symbolic import Sigmoid, Softplus
 
 #: The generated modules' own element functions, and NumPy's equivalents (within 2 ulp).
-VECTOR_MATH = {"_exp": np.exp, "_log": np.log, "_log1p": np.log1p, "_tanh": np.tanh}
+VECTOR_MATH = {"_exp": np.exp, "_log": np.log, "_log1p": np.log1p, "_tanh": np.tanh,
+               "_softplus": lambda x: np.logaddexp(0.0, x)}
 
 
 class KernelPrinter(PythonCodePrinter):
@@ -106,8 +107,7 @@ class KernelPrinter(PythonCodePrinter):
         return f"_tanh({self._print(expr.args[0])})"
 
     def _print_Softplus(self, expr):
-        x = self._print(expr.args[0])
-        return f"(max({x}, 0.0) + _log1p(_exp(-abs({x}))))"
+        return f"_softplus({self._print(expr.args[0])})"
 
     def _print_Sigmoid(self, expr):
         return f"(1.0/(1.0 + _exp({self._print(-expr.args[0])})))"
