@@ -55,7 +55,8 @@ CASES = {
                                         RNG.uniform(-1e-9, 1e-9, 200), [-708.4, -744.0, 709.78, 1e-300]]), 1),
     "tanh": (mpmath.tanh, np.concatenate([RNG.uniform(-25, 25, 4000), RNG.uniform(-0.7, 0.7, 4000),
                                           RNG.uniform(-1e-8, 1e-8, 200),
-                                          [0.625, np.nextafter(0.625, 0.0), -0.625, 19.0, 1e-300]]), 1),
+                                          RNG.uniform(0.15, 0.4, 2000),  # k = round(2|x| / ln 2) goes 0 -> 1
+                                          [0.625, np.nextafter(0.625, 0.0), -0.625, 19.0, 20.0, 1e-300]]), 2),
     "log": (mpmath.log, np.concatenate([np.exp(RNG.uniform(-740, 709, 4000)), RNG.uniform(0.5, 2, 4000),
                                         RNG.uniform(0.999, 1.001, 1000),
                                         [5e-324, 1e-310, 2.2250738585072014e-308, 1.7976931348623157e308]]), 2),

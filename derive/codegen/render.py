@@ -226,6 +226,9 @@ def render_module(d: Derivation) -> str:
         if l > 1:
             deq = d.eq(f"delta{l - 1}")
             entry.update({
+                # a layer of one unit: E_{l-1} = Delta_l W_l^T is an outer product, computed inside
+                # the delta loop instead of in a pass of its own through memory
+                "outer": model.param_shapes()[f"W{l}"][1] == 1,
                 "e_eq": describe(d.eq(f"backward.e{l - 1}")),
                 "delta_eq": describe(deq),
                 "delta_views": em.views(deq.rhs, l - 1),
