@@ -208,3 +208,40 @@ def test_rollback_restores_optimizer_state_arrays(tmp_path):
     _same(p1, good_params)
     for k in ("b_W1", "b_b1"):
         assert np.isfinite(s1[k]).all() and np.array_equal(s1[k], good_state[k])
+
+
+def test_threads_training_at_once_equal_training_one_after_the_other():
+    """train() keeps its work arrays for the next call, one set per thread: runs in two threads
+    at once (the kernels release the GIL) give what the same runs give one after the other, and
+    a call with other shapes in between (a different batch size, float32) changes nothing."""
+    import threading
+
+    module = importlib.import_module("generated.xor_adam")
+    X, Y = _data(400)
+    runs = [(module.init_params(seed), seed) for seed in (1, 2)]
+    expected = []
+    for params, seed in runs:
+        p = {k: v.copy() for k, v in params.items()}
+        s = module.init_state(p)
+        result = module.train(p, s, X, Y, epochs=40, batch_size=16, seed=seed)
+        module.train(module.init_params(0, np.float32), module.init_state(module.init_params(0, np.float32)),
+                     X.astype(np.float32), Y.astype(np.float32), epochs=1, batch_size=7)
+        expected.append((p, result["loss"]))
+    got = [None, None]
+    start = threading.Barrier(2)
+
+    def work(i):
+        params, seed = runs[i]
+        p = {k: v.copy() for k, v in params.items()}
+        s = module.init_state(p)
+        start.wait()
+        got[i] = (p, module.train(p, s, X, Y, epochs=40, batch_size=16, seed=seed)["loss"])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (p_want, loss_want), (p_got, loss_got) in zip(expected, got):
+        _same(p_want, p_got)
+        assert np.array_equal(loss_want, loss_got)
