@@ -170,27 +170,29 @@ def test_float32_functions_are_within_an_ulp_or_two_of_float32(helpers, name):
                                     ((3, 9), (9, 4)), ((4, 9), (9, 3)), ((8, 5), (5, 1)), ((6, 6), (6, 6))])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matrix_product_is_numpys(helpers, shapes, dtype):
-    """_mm, _mm_tn and _mm_nt (A @ B, A.T @ B and A @ B.T) for every branch of each:
+    """_mm, _mm_tn and _mm_nt (A @ B + b, A.T @ B and A @ B.T) for every branch of each:
     BLAS gemm, the dot products of _mv, the columns of _mtv, _outer, and the loops for an inner
-    width of 2-4 (_narrow*) or a transposed A with 2-4 rows (_narrow_t*)."""
+    width of 2-4 (_narrow*, the bias added in the loop) or a transposed A with 2-4 rows (_narrow_t*)."""
     module = helpers["module"]
     rng = np.random.default_rng(0)
     (m, k), (_, n) = shapes
     A, B = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
+    b = rng.normal(size=n).astype(dtype)
     At, Bt = np.ascontiguousarray(A.T), np.ascontiguousarray(B.T)
-    products = [lambda C: module._mm(A, B, C), lambda C: module._mm_tn(At, B, C), lambda C: module._mm_nt(A, Bt, C),
-                lambda C: module._mm(At.T, B, C), lambda C: module._mm(A, Bt.T, C)]  # _mm takes any layout
-    for product in products:
+    products = [(lambda C: module._mm(A, B, b, C), A @ B + b), (lambda C: module._mm_tn(At, B, C), A @ B),
+                (lambda C: module._mm_nt(A, Bt, C), A @ B),
+                (lambda C: module._mm(At.T, B, b, C), A @ B + b), (lambda C: module._mm(A, Bt.T, b, C), A @ B + b)]
+    for product, expected in products:  # _mm takes any layout of A and B
         C = np.full((m, n), np.nan, dtype)
         product(C)
-        np.testing.assert_allclose(C, A @ B, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
+        np.testing.assert_allclose(C, expected, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
 
 
 @pytest.mark.parametrize("shapes", [((20, 8), (8, 16)), ((70, 16), (16, 16)), ((3, 8), (8, 40)), ((9, 16), (16, 17)),
                                     ((2000, 8), (8, 17)), ((12, 8), (8, 15))])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_unrolled_matrix_products_are_numpys(generated, shapes, dtype):
-    """The written-out loops for an inner width of 5-16 (_unrolled*, _unrolled_t*: regression is
+    """The written-out loops for an inner width of 5-16 (_unrolled* with the bias, _unrolled_t*: regression is
     8 -> 16 -> 16 -> 1), with row counts that leave a remainder after the eight-row blocks of
     _unrolled_t, and the shapes that go to BLAS instead: fewer than 16 columns, more than 2**18
     multiply-adds."""
@@ -201,8 +203,10 @@ def test_unrolled_matrix_products_are_numpys(generated, shapes, dtype):
     A, B = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
     At = np.ascontiguousarray(A.T)
     D = rng.normal(size=(m, n)).astype(dtype)
-    for product, expected in [(lambda C: module._mm(A, B, C), A @ B), (lambda C: module._mm_tn(A, D, C), A.T @ D),
-                              (lambda C: module._mm(At.T, B, C), A @ B)]:
+    b = rng.normal(size=n).astype(dtype)
+    for product, expected in [(lambda C: module._mm(A, B, b, C), A @ B + b),
+                              (lambda C: module._mm_tn(A, D, C), A.T @ D),
+                              (lambda C: module._mm(At.T, B, b, C), A @ B + b)]:
         C = np.full(expected.shape, np.nan, dtype)
         product(C)
         np.testing.assert_allclose(C, expected, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-5)
@@ -237,7 +241,9 @@ def test_all_finite_finds_any_nan_or_infinity(helpers, dtype):
 def test_matrix_product_refuses_mismatched_shapes(helpers):
     module = helpers["module"]
     with pytest.raises(ValueError, match="mismatched shapes"):
-        module._mm(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)))
+        module._mm(np.ones((2, 3)), np.ones((2, 3)), np.ones(3), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="bias of mismatched length"):
+        module._mm(np.ones((2, 3)), np.ones((3, 3)), np.ones(2), np.ones((2, 3)))
     with pytest.raises(ValueError, match="mismatched shapes"):
         module._mm_tn(np.ones((2, 3)), np.ones((3, 3)), np.ones((3, 3)))
     with pytest.raises(ValueError, match="mismatched shapes"):
