@@ -215,6 +215,7 @@ def render_module(d: Derivation) -> str:
             "act_lines": em.lines(f"a_{l}", a_eq.rhs),
         })
 
+    shapes = model.param_shapes()
     back_layers = []
     for l in range(L, 0, -1):
         entry = {
@@ -228,7 +229,7 @@ def render_module(d: Derivation) -> str:
             entry.update({
                 # a layer of one unit: E_{l-1} = Delta_l W_l^T is an outer product, computed inside
                 # the delta loop instead of in a pass of its own through memory
-                "outer": model.param_shapes()[f"W{l}"][1] == 1,
+                "outer": shapes[f"W{l}"][1] == 1,
                 "e_eq": describe(d.eq(f"backward.e{l - 1}")),
                 "delta_eq": describe(deq),
                 "delta_views": em.views(deq.rhs, l - 1),
@@ -263,7 +264,7 @@ def render_module(d: Derivation) -> str:
         "L": L,
         # inner widths of 5 to 16 whose layer has 16 outputs or more get their own unrolled product
         # loops (templates/_helpers.py.j2)
-        "unrolled_widths": sorted({shape[0] for name, shape in model.param_shapes().items()
+        "unrolled_widths": sorted({shape[0] for name, shape in shapes.items()
                                    if name[0] == "W" and 5 <= shape[0] <= 16 and shape[1] >= 16}),
         "layers": layers,
         "back_layers": back_layers,
