@@ -166,8 +166,8 @@ def test_read_only_params_are_refused_by_step(generated):
 
 def test_generated_module_runs_without_jit_and_without_derive(tmp_path):
     """NUMBA_DISABLE_JIT=1: the module is plain Python, in float64 and in float32 (whose exp and
-    tanh are their own functions); and it imports with only numpy/numba on the path (a copy
-    outside the repository, with `derive` made unimportable)."""
+    tanh are their own functions), the register-tiled products included; and it imports with only
+    numpy/numba on the path (a copy outside the repository, with `derive` made unimportable)."""
     target = tmp_path / "xor_copy.py"
     target.write_text((ROOT / "generated" / "xor.py").read_text())
     (tmp_path / "derive.py").write_text("raise ImportError('derive must not be needed')\n")
@@ -179,6 +179,13 @@ def test_generated_module_runs_without_jit_and_without_derive(tmp_path):
         "p32 = m.init_params(seed=0, dtype=np.float32)\n"  # float32: _tanh32 and _exp32 as Python
         "v32 = m.step(p32, m.init_state(p32), X.astype(np.float32), Y.astype(np.float32))\n"
         "assert p32['W1'].dtype == np.float32 and abs(v32 - v) < 1e-6 * abs(v), (v32, v)\n"
+        # the register-tiled products as Python (vectors are NumPy arrays): every kind of tile
+        "for dt in (np.float64, np.float32):\n"
+        "    r = np.random.default_rng(1); A = r.normal(size=(9, 7)).astype(dt)\n"
+        "    B = r.normal(size=(7, 21)).astype(dt); b = r.normal(size=21).astype(dt)\n"
+        "    D = r.normal(size=(9, 21)).astype(dt)\n"
+        "    C = np.empty((9, 21), dt); m._tiles(A, B, b, C); assert np.allclose(C, A @ B + b, rtol=1e-5)\n"
+        "    G = np.empty((7, 21), dt); m._tiles_t(A, D, G); assert np.allclose(G, A.T @ D, rtol=1e-5)\n"
         "import numba; assert numba.config.DISABLE_JIT\n"
         "print('ok', v)\n"
     )

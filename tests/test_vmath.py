@@ -191,27 +191,36 @@ def test_matrix_product_is_numpys(helpers, shapes, dtype):
 
 
 @pytest.mark.parametrize("shapes", [((20, 8), (8, 16)), ((70, 16), (16, 16)), ((3, 8), (8, 40)), ((9, 16), (16, 17)),
-                                    ((2000, 8), (8, 17)), ((12, 8), (8, 15))])
+                                    ((2000, 8), (8, 17)), ((12, 8), (8, 15)), ((13, 11), (11, 12)),
+                                    ((7, 1), (1, 9)), ((8, 13), (13, 4)), ((64, 64), (64, 64)), ((64, 65), (65, 64))])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_unrolled_matrix_products_are_numpys(generated, shapes, dtype):
-    """The written-out loops for an inner width of 5-16 (_unrolled* with the bias, _unrolled_t*: regression is
-    8 -> 16 -> 16 -> 1), with row counts that leave a remainder after the eight-row blocks of
-    _unrolled_t, and the shapes that go to BLAS instead: fewer than 16 columns, more than 2**18
-    multiply-adds."""
+def test_tiled_matrix_products_are_numpys(generated, shapes, dtype):
+    """_tiles (A @ B + b) and _tiles_t (A.T @ B), called directly and through _mm / _mm_tn (with A
+    and B in either order, B's rows not contiguous going elsewhere): tiles of 6, 2 and 1 rows; 2-vector
+    and 1-vector column blocks and the columns left over (4 float64 or 8 float32 to a vector); the
+    rows of A.T @ B split into even tiles of at most 6 (8 -> 4 + 4, 11 -> 5 + 6, 13 -> 4 + 4 + 5);
+    and the shapes that go to BLAS instead (more than 2**18 multiply-adds) or to _narrow* (fewer
+    columns than a vector)."""
     module = generated["regression"]
-    assert hasattr(module, "_unrolled8") and hasattr(module, "_unrolled_t16")
     rng = np.random.default_rng(1)
     (m, k), (_, n) = shapes
     A, B = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
-    At = np.ascontiguousarray(A.T)
+    At, Bt = np.ascontiguousarray(A.T), np.ascontiguousarray(B.T)
     D = rng.normal(size=(m, n)).astype(dtype)
     b = rng.normal(size=n).astype(dtype)
-    for product, expected in [(lambda C: module._mm(A, B, b, C), A @ B + b),
-                              (lambda C: module._mm_tn(A, D, C), A.T @ D),
-                              (lambda C: module._mm(At.T, B, b, C), A @ B + b)]:
+    # exact in float64, and the classic bound of a sum of products computed in order:
+    # |error| <= (terms + 1) * eps * (the same sum of the products' magnitudes)
+    A64, B64, D64, b64 = (x.astype(np.float64) for x in (A, B, D, b))
+    forward = (A64 @ B64 + b64, (k + 2) * np.finfo(dtype).eps * (abs(A64) @ abs(B64) + abs(b64)))
+    backward = (A64.T @ D64, (m + 1) * np.finfo(dtype).eps * (abs(A64).T @ abs(D64)))
+    products = [(lambda C: module._mm(A, B, b, C), forward), (lambda C: module._mm_tn(A, D, C), backward),
+                (lambda C: module._mm(At.T, B, b, C), forward), (lambda C: module._mm(A, Bt.T, b, C), forward)]
+    if n >= 32 // np.dtype(dtype).itemsize:
+        products += [(lambda C: module._tiles(A, B, b, C), forward), (lambda C: module._tiles_t(A, D, C), backward)]
+    for product, (expected, bound) in products:
         C = np.full(expected.shape, np.nan, dtype)
         product(C)
-        np.testing.assert_allclose(C, expected, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-5)
+        assert np.all(abs(C - expected) <= bound), abs(C - expected).max()
 
 
 @pytest.mark.parametrize("shape", [(0, 3), (1, 1), (3, 2), (4, 8), (33, 5), (64, 1)])

@@ -262,10 +262,6 @@ def render_module(d: Derivation) -> str:
         "init_repr": repr(tuple((s, round(gain, 15)) for s, gain in init)),
         "equation_lines": [describe(e) for e in d.equations],
         "L": L,
-        # inner widths of 5 to 16 whose layer has 16 outputs or more get their own unrolled product
-        # loops (templates/_helpers.py.j2)
-        "unrolled_widths": sorted({shape[0] for name, shape in shapes.items()
-                                   if name[0] == "W" and 5 <= shape[0] <= 16 and shape[1] >= 16}),
         "layers": layers,
         "back_layers": back_layers,
         "loss_eq": describe(loss_el),
