@@ -28,7 +28,6 @@ import threading
 import llvmlite.ir
 import numba
 import numba.core.cgutils
-import numba.core.datamodel.models
 import numba.core.imputils
 import numba.extending
 import numba.np.arrayobj
@@ -135,122 +134,149 @@ def _gemm_lower(context, builder, signature, args):
 _primitive(_gemm, _gemm_typer, _gemm_lower, numba.types.Array, numba.types.Array, numba.types.Array)
 
 
-# SIMD vectors of 32 bytes (4 float64 or 8 float32, one AVX register) for the register-tiled
-# products _tiles and _tiles_t: LLVM does not keep a tile of sums in registers when it is written
-# as loops over arrays (a tile of scalar sums did not vectorise: 5-15x slower), so the tiles are
-# written with these. As Python (NUMBA_DISABLE_JIT=1), a vector is a NumPy array of its lanes.
-
-
-class _Vec(numba.types.Type):
-    """The Numba type of a vector of 32 bytes of dtype (a float type)."""
-
-    def __init__(self, dtype):
-        self.dtype = dtype
-        self.lanes = 32 // (dtype.bitwidth // 8)
-        super().__init__(name=f"_Vec({dtype} x {self.lanes})")
-
-
-@numba.extending.register_model(_Vec)
-class _VecModel(numba.core.datamodel.models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        element = dmm.lookup(fe_type.dtype).get_value_type()
-        super().__init__(dmm, fe_type, llvmlite.ir.VectorType(element, fe_type.lanes))
-
-
-def _float_array(a, ndim):
-    return isinstance(a, numba.types.Array) and a.ndim == ndim and a.dtype in (numba.float32, numba.float64)
-
-
-def _vector_pointer(context, builder, signature, args):
-    """The address of a[i, j] (a[j] for a 1-D a), as a pointer to a vector of a's dtype."""
-    aty = signature.args[0]
-    a = context.make_array(aty)(context, builder, args[0])
-    index = [context.cast(builder, v, t, numba.types.intp) for v, t in zip(args[1:1 + aty.ndim],
-                                                                            signature.args[1:1 + aty.ndim])]
-    ptr = numba.core.cgutils.get_item_pointer2(
-        context, builder, data=a.data, shape=numba.core.cgutils.unpack_tuple(builder, a.shape),
-        strides=numba.core.cgutils.unpack_tuple(builder, a.strides), layout=aty.layout, inds=index)
-    return builder.bitcast(ptr, context.get_value_type(_Vec(aty.dtype)).as_pointer())
+# Register tiles of matrix products, for _tiles and _tiles_t below: a tile of C, rows x vectors
+# of 32 bytes (4 float64 or 8 float32: one AVX register each), summed in registers along the
+# inner dimension, each vector of B loaded once for all the tile's rows. LLVM does not keep such a
+# tile in registers when it is written as loops over arrays (a tile of scalar sums did not
+# vectorise: 5-15x slower), so each tile is a primitive that emits its loop in LLVM IR: vector
+# loads, broadcasts and llvm.fmuladd (a*b + c, fused where the CPU has FMA, as _JIT_MATH allows).
+# (Written as Python calls on a vector type, the tiles took Numba 4.5 s to compile per dtype,
+# against 1.0 s as primitives.) As Python (NUMBA_DISABLE_JIT=1), a tile is NumPy's product.
 
 
 def _lanes(a):
-    """The number of a's elements in one vector (4 for float64, 8 for float32)."""
+    """The number of a's elements in one 32-byte vector (4 float64, 8 float32)."""
     return 32 // a.itemsize
 
 
-def _vload(a, i, j):
-    """The vector a[i, j:j + lanes]; the caller has checked that a's rows are contiguous."""
-    return a[i, j:j + _lanes(a)].copy()
-
-
-def _vload1(a, j):
-    """The vector a[j:j + lanes] of a contiguous 1-D a."""
-    return a[j:j + _lanes(a)].copy()
-
-
-def _vstore(a, i, j, v):
-    """a[i, j:j + lanes] = v; the caller has checked that a's rows are contiguous."""
-    a[i, j:j + len(v)] = v
-
-
-def _vbcast(x):
-    """The vector with every lane x."""
-    return np.full(_lanes(np.asarray(x)), x)
-
-
-def _vmul(u, v):
-    return u * v
-
-
-def _vadd(u, v):
-    return u + v
-
-
-def _vfma(u, v, w):
-    """u * v + w, fused where the CPU has FMA (llvm.fmuladd: the contraction _JIT_MATH allows)."""
-    return u * v + w
-
-
-def _vbcast_lower(context, builder, signature, args):
-    vty = context.get_value_type(signature.return_type)
-    v = builder.insert_element(llvmlite.ir.Constant(vty, llvmlite.ir.Undefined), args[0],
-                               llvmlite.ir.Constant(llvmlite.ir.IntType(32), 0))
-    return builder.shuffle_vector(v, v, llvmlite.ir.Constant(llvmlite.ir.VectorType(llvmlite.ir.IntType(32), vty.count),
-                                                             [0] * vty.count))
-
-
-def _vfma_lower(context, builder, signature, args):
-    vty = context.get_value_type(signature.return_type)
-    name = f"llvm.fmuladd.v{vty.count}f{64 if isinstance(vty.element, llvmlite.ir.DoubleType) else 32}"
-    fma = numba.core.cgutils.get_or_insert_function(builder.module, llvmlite.ir.FunctionType(vty, [vty] * 3), name)
-    return builder.call(fma, args)
-
-
-def _same_vectors(u, v, w=None):
-    return u if isinstance(u, _Vec) and v == u and w in (None, u) else None
-
-
-_primitive(_lanes, lambda a: numba.types.intp if _float_array(a, 2) else None,
+_primitive(_lanes, lambda a: numba.types.intp if isinstance(a, numba.types.Array) else None,
            lambda context, builder, signature, args: context.get_constant(
                numba.types.intp, 32 // (signature.args[0].dtype.bitwidth // 8)), numba.types.Array)
-_primitive(_vload, lambda a, i, j: _Vec(a.dtype) if _float_array(a, 2) else None,
-           lambda context, builder, signature, args: builder.load(
-               _vector_pointer(context, builder, signature, args), align=signature.args[0].dtype.bitwidth // 8),
-           numba.types.Array, numba.types.Integer, numba.types.Integer)
-_primitive(_vload1, lambda a, j: _Vec(a.dtype) if _float_array(a, 1) and a.layout == "C" else None,
-           lambda context, builder, signature, args: builder.load(
-               _vector_pointer(context, builder, signature, args), align=signature.args[0].dtype.bitwidth // 8),
-           numba.types.Array, numba.types.Integer)
-_primitive(_vstore, lambda a, i, j, v: numba.types.none if _float_array(a, 2) and v == _Vec(a.dtype) else None,
-           lambda context, builder, signature, args: (builder.store(
-               args[3], _vector_pointer(context, builder, signature, args),
-               align=signature.args[0].dtype.bitwidth // 8), context.get_dummy_value())[1],
-           numba.types.Array, numba.types.Integer, numba.types.Integer, _Vec)
-_primitive(_vbcast, lambda x: _Vec(x) if x in (numba.float32, numba.float64) else None, _vbcast_lower,
-           numba.types.Float)
-_primitive(_vmul, _same_vectors, lambda context, builder, signature, args: builder.fmul(*args), _Vec, _Vec)
-_primitive(_vadd, _same_vectors, lambda context, builder, signature, args: builder.fadd(*args), _Vec, _Vec)
-_primitive(_vfma, _same_vectors, _vfma_lower, _Vec, _Vec, _Vec)
+
+
+class _ArrayIR:
+    """An array argument of a lowering: element addresses, scalar loads, vector loads and stores
+    (the vector's elements must lie next to each other: the callers check a's rows)."""
+
+    def __init__(self, context, builder, aty, value):
+        self.context, self.builder, self.aty = context, builder, aty
+        self.a = context.make_array(aty)(context, builder, value)
+        self.shape = numba.core.cgutils.unpack_tuple(builder, self.a.shape)
+        self.strides = numba.core.cgutils.unpack_tuple(builder, self.a.strides)
+        self.align = aty.dtype.bitwidth // 8
+        self.vty = llvmlite.ir.VectorType(context.get_value_type(aty.dtype), 32 // self.align)
+
+    def ptr(self, *index):
+        return numba.core.cgutils.get_item_pointer2(self.context, self.builder, data=self.a.data, shape=self.shape,
+                                                    strides=self.strides, layout=self.aty.layout, inds=list(index))
+
+    def load(self, *index):
+        return self.builder.load(self.ptr(*index), align=self.align)
+
+    def vload(self, *index):
+        return self.builder.load(self.builder.bitcast(self.ptr(*index), self.vty.as_pointer()), align=self.align)
+
+    def vstore(self, value, *index):
+        self.builder.store(value, self.builder.bitcast(self.ptr(*index), self.vty.as_pointer()), align=self.align)
+
+
+def _tile_ir(context, builder, arrays, first, count, rows, cols, vectors, a_at, b_at, finish):
+    """The IR of one tile: acc[r][v] = sum over k < count of a_at(r, k) * b_at(k, v) (a scalar
+    times a vector), from the product at k = 0, then multiply-adds in order of k; finish(r, v,
+    acc) stores it."""
+    intp = context.get_value_type(numba.types.intp)
+    vty = arrays.vty
+    name = f"llvm.fmuladd.v{vty.count}f{64 if isinstance(vty.element, llvmlite.ir.DoubleType) else 32}"
+    fma = numba.core.cgutils.get_or_insert_function(builder.module, llvmlite.ir.FunctionType(vty, [vty] * 3), name)
+    lanes0 = llvmlite.ir.Constant(llvmlite.ir.VectorType(llvmlite.ir.IntType(32), vty.count), [0] * vty.count)
+
+    def broadcast(x):
+        v = builder.insert_element(llvmlite.ir.Constant(vty, llvmlite.ir.Undefined), x,
+                                   llvmlite.ir.Constant(llvmlite.ir.IntType(32), 0))
+        return builder.shuffle_vector(v, v, lanes0)
+
+    acc = [[numba.core.cgutils.alloca_once(builder, vty) for _ in range(vectors)] for _ in range(rows)]
+    b = [b_at(first, v) for v in range(vectors)]
+    for r in range(rows):
+        a = broadcast(a_at(r, first))
+        for v in range(vectors):
+            builder.store(builder.fmul(a, b[v]), acc[r][v])
+    with numba.core.cgutils.for_range_slice(builder, builder.add(first, intp(1)), count, intp(1), intp=intp) as (k, _):
+        b = [b_at(k, v) for v in range(vectors)]
+        for r in range(rows):
+            a = broadcast(a_at(r, k))
+            for v in range(vectors):
+                builder.store(builder.call(fma, [a, b[v], builder.load(acc[r][v])]), acc[r][v])
+    for r in range(rows):
+        for v in range(vectors):
+            finish(r, v, builder.load(acc[r][v]))
+    return context.get_dummy_value()
+
+
+def _float_arrays(*arrays):
+    """True for Numba array types of one float dtype with the given numbers of dimensions."""
+    return all(isinstance(a, numba.types.Array) and a.ndim == n and a.dtype == arrays[0][0].dtype
+               for a, n in arrays) and arrays[0][0].dtype in (numba.float32, numba.float64)
+
+
+def _tile(rows, vectors):
+    """The primitive _tile{rows}x{vectors}(A, B, bias, C, i, j): C[i:i+rows, j:j+w] = A[i:i+rows] @
+    B[:, j:j+w] + bias[j:j+w], w = vectors * _lanes(B); each sum runs along A's row from A[i, 0] *
+    B[0, j], and the bias is added to the finished sum."""
+
+    def tile(A, B, bias, C, i, j):
+        w = vectors * _lanes(B)
+        C[i:i + rows, j:j + w] = A[i:i + rows] @ B[:, j:j + w] + bias[j:j + w]
+
+    def typer(A, B, bias, C, i, j):
+        ok = _float_arrays((A, 2), (B, 2), (bias, 1), (C, 2)) and bias.layout == "C"
+        return numba.types.none if ok and all(isinstance(x, numba.types.Integer) for x in (i, j)) else None
+
+    def lower(context, builder, signature, args):
+        A, B, bias, C = (_ArrayIR(context, builder, t, v) for t, v in zip(signature.args[:4], args[:4]))
+        i, j = (context.cast(builder, v, t, numba.types.intp) for v, t in zip(args[4:], signature.args[4:]))
+        intp = context.get_value_type(numba.types.intp)
+        at = [builder.add(i, intp(r)) for r in range(rows)]
+        cols = [builder.add(j, intp(v * B.vty.count)) for v in range(vectors)]
+        bias_v = [bias.vload(c) for c in cols]
+        return _tile_ir(context, builder, B, intp(0), A.shape[1], rows, cols, vectors,
+                        lambda r, k: A.load(at[r], k), lambda k, v: B.vload(k, cols[v]),
+                        lambda r, v, acc: C.vstore(builder.fadd(acc, bias_v[v]), at[r], cols[v]))
+
+    tile.__name__ = tile.__qualname__ = f"_tile{rows}x{vectors}"
+    return _primitive(tile, typer, lower, *[numba.types.Array] * 4, numba.types.Integer, numba.types.Integer)
+
+
+def _tile_t(rows, vectors):
+    """The primitive _tile_t{rows}x{vectors}(X, B, C, p, j): C[p:p+rows, j:j+w] = X[:, p:p+rows]^T @
+    B[:, j:j+w], w = vectors * _lanes(B); each sum runs down X's rows from X[0, p] * B[0, j]."""
+
+    def tile(X, B, C, p, j):
+        w = vectors * _lanes(B)
+        C[p:p + rows, j:j + w] = X[:, p:p + rows].T @ B[:, j:j + w]
+
+    def typer(X, B, C, p, j):
+        ok = _float_arrays((X, 2), (B, 2), (C, 2))
+        return numba.types.none if ok and all(isinstance(x, numba.types.Integer) for x in (p, j)) else None
+
+    def lower(context, builder, signature, args):
+        X, B, C = (_ArrayIR(context, builder, t, v) for t, v in zip(signature.args[:3], args[:3]))
+        p, j = (context.cast(builder, v, t, numba.types.intp) for v, t in zip(args[3:], signature.args[3:]))
+        intp = context.get_value_type(numba.types.intp)
+        at = [builder.add(p, intp(r)) for r in range(rows)]
+        cols = [builder.add(j, intp(v * B.vty.count)) for v in range(vectors)]
+        return _tile_ir(context, builder, B, intp(0), X.shape[0], rows, cols, vectors,
+                        lambda r, k: X.load(k, at[r]), lambda k, v: B.vload(k, cols[v]),
+                        lambda r, v, acc: C.vstore(acc, at[r], cols[v]))
+
+    tile.__name__ = tile.__qualname__ = f"_tile_t{rows}x{vectors}"
+    return _primitive(tile, typer, lower, *[numba.types.Array] * 3, numba.types.Integer, numba.types.Integer)
+
+
+_tile6x2, _tile2x2, _tile1x2, _tile6x1, _tile2x1, _tile1x1 = (_tile(r, v) for v in (2, 1) for r in (6, 2, 1))
+(_tile_t6x2, _tile_t5x2, _tile_t4x2, _tile_t3x2, _tile_t2x2, _tile_t1x2,
+ _tile_t6x1, _tile_t5x1, _tile_t4x1, _tile_t3x1, _tile_t2x1, _tile_t1x1) = (
+    _tile_t(r, v) for v in (2, 1) for r in (6, 5, 4, 3, 2, 1))
 
 
 @numba.njit(**_JIT_DOT)
@@ -445,17 +471,15 @@ def _narrow_t4(A, B, C):
             for j in range(B.shape[1]):
                 C[p, j] += x * B[i, j]
         i += 1
-
-
 @numba.njit(**_JIT_MATH)
 def _tiles(A, B, bias, C):
-    """C = A @ B + bias for B and C with contiguous rows, in tiles of 6 rows x 2 vectors of C (12
-    sums in registers: each vector of B loaded serves 6 rows, and the 12 chains of multiply-adds
-    overlap); the rows left over in tiles of 2 and 1, the columns left over in 1-vector tiles and
-    then one by one. 64x10 @ 10x32 + b took 1.03 us in float64 and 0.51 in float32, against 1.52
-    and 0.84 for loops LLVM vectorised along B's rows (no tile of sums in registers) and 1.9 /
-    1.2 for OpenBLAS; 64x32 @ 32x32 2.8 / 1.4 us against 4.6 / 2.7 for OpenBLAS. Each sum runs
-    along p from A[i, 0] * B[0, j], and the bias is added to the finished sum."""
+    """C = A @ B + bias for B and C with contiguous rows, in register tiles of 6 rows x 2 vectors
+    (12 sums in registers: each vector of B loaded serves 6 rows, and the 12 chains of
+    multiply-adds overlap); the rows left over in tiles of 2 and 1, the columns left over in
+    1-vector tiles and then one by one. 64x10 @ 10x32 + b took 1.02 us in float64 and 0.52 in
+    float32, against 1.52 and 0.84 for loops that LLVM vectorised along B's rows (no tile of sums
+    in registers) and 1.8 / 1.2 for OpenBLAS (without the bias); 64x32 @ 32x32 3.0 / 1.5 us against
+    4.4 / 2.5 for OpenBLAS."""
     M, K = A.shape
     N = B.shape[1]
     L = _lanes(B)
@@ -463,168 +487,24 @@ def _tiles(A, B, bias, C):
     while j + 2 * L <= N:
         i = 0
         while i + 6 <= M:
-            b0 = _vload(B, 0, j)
-            b1 = _vload(B, 0, j + L)
-            a = _vbcast(A[i, 0])
-            c00 = _vmul(a, b0)
-            c01 = _vmul(a, b1)
-            a = _vbcast(A[i + 1, 0])
-            c10 = _vmul(a, b0)
-            c11 = _vmul(a, b1)
-            a = _vbcast(A[i + 2, 0])
-            c20 = _vmul(a, b0)
-            c21 = _vmul(a, b1)
-            a = _vbcast(A[i + 3, 0])
-            c30 = _vmul(a, b0)
-            c31 = _vmul(a, b1)
-            a = _vbcast(A[i + 4, 0])
-            c40 = _vmul(a, b0)
-            c41 = _vmul(a, b1)
-            a = _vbcast(A[i + 5, 0])
-            c50 = _vmul(a, b0)
-            c51 = _vmul(a, b1)
-            for p in range(1, K):
-                b0 = _vload(B, p, j)
-                b1 = _vload(B, p, j + L)
-                a = _vbcast(A[i, p])
-                c00 = _vfma(a, b0, c00)
-                c01 = _vfma(a, b1, c01)
-                a = _vbcast(A[i + 1, p])
-                c10 = _vfma(a, b0, c10)
-                c11 = _vfma(a, b1, c11)
-                a = _vbcast(A[i + 2, p])
-                c20 = _vfma(a, b0, c20)
-                c21 = _vfma(a, b1, c21)
-                a = _vbcast(A[i + 3, p])
-                c30 = _vfma(a, b0, c30)
-                c31 = _vfma(a, b1, c31)
-                a = _vbcast(A[i + 4, p])
-                c40 = _vfma(a, b0, c40)
-                c41 = _vfma(a, b1, c41)
-                a = _vbcast(A[i + 5, p])
-                c50 = _vfma(a, b0, c50)
-                c51 = _vfma(a, b1, c51)
-            b0 = _vload1(bias, j)
-            b1 = _vload1(bias, j + L)
-            _vstore(C, i, j, _vadd(c00, b0))
-            _vstore(C, i, j + L, _vadd(c01, b1))
-            _vstore(C, i + 1, j, _vadd(c10, b0))
-            _vstore(C, i + 1, j + L, _vadd(c11, b1))
-            _vstore(C, i + 2, j, _vadd(c20, b0))
-            _vstore(C, i + 2, j + L, _vadd(c21, b1))
-            _vstore(C, i + 3, j, _vadd(c30, b0))
-            _vstore(C, i + 3, j + L, _vadd(c31, b1))
-            _vstore(C, i + 4, j, _vadd(c40, b0))
-            _vstore(C, i + 4, j + L, _vadd(c41, b1))
-            _vstore(C, i + 5, j, _vadd(c50, b0))
-            _vstore(C, i + 5, j + L, _vadd(c51, b1))
+            _tile6x2(A, B, bias, C, i, j)
             i += 6
         while i + 2 <= M:
-            b0 = _vload(B, 0, j)
-            b1 = _vload(B, 0, j + L)
-            a = _vbcast(A[i, 0])
-            c00 = _vmul(a, b0)
-            c01 = _vmul(a, b1)
-            a = _vbcast(A[i + 1, 0])
-            c10 = _vmul(a, b0)
-            c11 = _vmul(a, b1)
-            for p in range(1, K):
-                b0 = _vload(B, p, j)
-                b1 = _vload(B, p, j + L)
-                a = _vbcast(A[i, p])
-                c00 = _vfma(a, b0, c00)
-                c01 = _vfma(a, b1, c01)
-                a = _vbcast(A[i + 1, p])
-                c10 = _vfma(a, b0, c10)
-                c11 = _vfma(a, b1, c11)
-            b0 = _vload1(bias, j)
-            b1 = _vload1(bias, j + L)
-            _vstore(C, i, j, _vadd(c00, b0))
-            _vstore(C, i, j + L, _vadd(c01, b1))
-            _vstore(C, i + 1, j, _vadd(c10, b0))
-            _vstore(C, i + 1, j + L, _vadd(c11, b1))
+            _tile2x2(A, B, bias, C, i, j)
             i += 2
         if i < M:
-            b0 = _vload(B, 0, j)
-            b1 = _vload(B, 0, j + L)
-            a = _vbcast(A[i, 0])
-            c00 = _vmul(a, b0)
-            c01 = _vmul(a, b1)
-            for p in range(1, K):
-                b0 = _vload(B, p, j)
-                b1 = _vload(B, p, j + L)
-                a = _vbcast(A[i, p])
-                c00 = _vfma(a, b0, c00)
-                c01 = _vfma(a, b1, c01)
-            b0 = _vload1(bias, j)
-            b1 = _vload1(bias, j + L)
-            _vstore(C, i, j, _vadd(c00, b0))
-            _vstore(C, i, j + L, _vadd(c01, b1))
+            _tile1x2(A, B, bias, C, i, j)
         j += 2 * L
     if j + L <= N:
         i = 0
         while i + 6 <= M:
-            b0 = _vload(B, 0, j)
-            a = _vbcast(A[i, 0])
-            c00 = _vmul(a, b0)
-            a = _vbcast(A[i + 1, 0])
-            c10 = _vmul(a, b0)
-            a = _vbcast(A[i + 2, 0])
-            c20 = _vmul(a, b0)
-            a = _vbcast(A[i + 3, 0])
-            c30 = _vmul(a, b0)
-            a = _vbcast(A[i + 4, 0])
-            c40 = _vmul(a, b0)
-            a = _vbcast(A[i + 5, 0])
-            c50 = _vmul(a, b0)
-            for p in range(1, K):
-                b0 = _vload(B, p, j)
-                a = _vbcast(A[i, p])
-                c00 = _vfma(a, b0, c00)
-                a = _vbcast(A[i + 1, p])
-                c10 = _vfma(a, b0, c10)
-                a = _vbcast(A[i + 2, p])
-                c20 = _vfma(a, b0, c20)
-                a = _vbcast(A[i + 3, p])
-                c30 = _vfma(a, b0, c30)
-                a = _vbcast(A[i + 4, p])
-                c40 = _vfma(a, b0, c40)
-                a = _vbcast(A[i + 5, p])
-                c50 = _vfma(a, b0, c50)
-            b0 = _vload1(bias, j)
-            _vstore(C, i, j, _vadd(c00, b0))
-            _vstore(C, i + 1, j, _vadd(c10, b0))
-            _vstore(C, i + 2, j, _vadd(c20, b0))
-            _vstore(C, i + 3, j, _vadd(c30, b0))
-            _vstore(C, i + 4, j, _vadd(c40, b0))
-            _vstore(C, i + 5, j, _vadd(c50, b0))
+            _tile6x1(A, B, bias, C, i, j)
             i += 6
         while i + 2 <= M:
-            b0 = _vload(B, 0, j)
-            a = _vbcast(A[i, 0])
-            c00 = _vmul(a, b0)
-            a = _vbcast(A[i + 1, 0])
-            c10 = _vmul(a, b0)
-            for p in range(1, K):
-                b0 = _vload(B, p, j)
-                a = _vbcast(A[i, p])
-                c00 = _vfma(a, b0, c00)
-                a = _vbcast(A[i + 1, p])
-                c10 = _vfma(a, b0, c10)
-            b0 = _vload1(bias, j)
-            _vstore(C, i, j, _vadd(c00, b0))
-            _vstore(C, i + 1, j, _vadd(c10, b0))
+            _tile2x1(A, B, bias, C, i, j)
             i += 2
         if i < M:
-            b0 = _vload(B, 0, j)
-            a = _vbcast(A[i, 0])
-            c00 = _vmul(a, b0)
-            for p in range(1, K):
-                b0 = _vload(B, p, j)
-                a = _vbcast(A[i, p])
-                c00 = _vfma(a, b0, c00)
-            b0 = _vload1(bias, j)
-            _vstore(C, i, j, _vadd(c00, b0))
+            _tile1x1(A, B, bias, C, i, j)
         j += L
     for i in range(M):
         for jj in range(j, N):
@@ -637,357 +517,54 @@ def _tiles(A, B, bias, C):
 @numba.njit(**_JIT_MATH)
 def _tiles_t(X, B, C):
     """C = X^T @ B (the weight gradient A_{l-1}^T delta_l: X is A_{l-1}, B is delta_l) for B and C
-    with contiguous rows, in tiles of up to 6 rows x 2 vectors of C, each summed along all of X's
-    rows. The rows of C are split into tiles as even as can be (10 rows: 5 + 5, not 6 + 4 or 6 + 2 +
-    2), because a tile of few rows runs its few chains of sums the whole length of X and waits on
-    each multiply-add (10x64 @ 64x32: 1.2 us in float64 with tiles of 6, 2 and 2; 0.85 with 5 and 5).
-    10x64 @ 64x32 took 0.85 us in float64 and 0.44 in float32, against 1.6 and 1.0 for loops
-    adding eight rows of B at a time into C and 2.1 / 2.3 for OpenBLAS."""
+    with contiguous rows, in register tiles of up to 6 rows x 2 vectors of C, each summed down all
+    of X's rows. C's rows are split into tiles as even as can be (10 rows: 5 + 5, not 6 + 4 or 6 +
+    2 + 2): a tile of few rows has few chains of sums, each a multiply-add waiting on the last,
+    the whole length of X (10x64 @ 64x32 in float64: 1.2 us with tiles of 6, 2 and 2, 0.85 with 5
+    and 5). 10x64 @ 64x32 took 0.83 us in float64 and 0.43 in float32, against 1.6 and 1.0 for
+    loops adding eight rows of B at a time into C and 2.8 / 2.4 for OpenBLAS."""
     M, K = X.shape
     N = B.shape[1]
     L = _lanes(B)
     tiles = (K + 5) // 6
     j = 0
     while j + L <= N:
+        two = j + 2 * L <= N
         p = 0
         for t in range(tiles):
             size = (K - p) // (tiles - t)
-            if j + 2 * L > N:
-                if size == 6:
-                    b0 = _vload(B, 0, j)
-                    a = _vbcast(X[0, p])
-                    c00 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 1])
-                    c10 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 2])
-                    c20 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 3])
-                    c30 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 4])
-                    c40 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 5])
-                    c50 = _vmul(a, b0)
-                    for i in range(1, M):
-                        b0 = _vload(B, i, j)
-                        a = _vbcast(X[i, p])
-                        c00 = _vfma(a, b0, c00)
-                        a = _vbcast(X[i, p + 1])
-                        c10 = _vfma(a, b0, c10)
-                        a = _vbcast(X[i, p + 2])
-                        c20 = _vfma(a, b0, c20)
-                        a = _vbcast(X[i, p + 3])
-                        c30 = _vfma(a, b0, c30)
-                        a = _vbcast(X[i, p + 4])
-                        c40 = _vfma(a, b0, c40)
-                        a = _vbcast(X[i, p + 5])
-                        c50 = _vfma(a, b0, c50)
-                    _vstore(C, p, j, c00)
-                    _vstore(C, p + 1, j, c10)
-                    _vstore(C, p + 2, j, c20)
-                    _vstore(C, p + 3, j, c30)
-                    _vstore(C, p + 4, j, c40)
-                    _vstore(C, p + 5, j, c50)
-                elif size == 5:
-                    b0 = _vload(B, 0, j)
-                    a = _vbcast(X[0, p])
-                    c00 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 1])
-                    c10 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 2])
-                    c20 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 3])
-                    c30 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 4])
-                    c40 = _vmul(a, b0)
-                    for i in range(1, M):
-                        b0 = _vload(B, i, j)
-                        a = _vbcast(X[i, p])
-                        c00 = _vfma(a, b0, c00)
-                        a = _vbcast(X[i, p + 1])
-                        c10 = _vfma(a, b0, c10)
-                        a = _vbcast(X[i, p + 2])
-                        c20 = _vfma(a, b0, c20)
-                        a = _vbcast(X[i, p + 3])
-                        c30 = _vfma(a, b0, c30)
-                        a = _vbcast(X[i, p + 4])
-                        c40 = _vfma(a, b0, c40)
-                    _vstore(C, p, j, c00)
-                    _vstore(C, p + 1, j, c10)
-                    _vstore(C, p + 2, j, c20)
-                    _vstore(C, p + 3, j, c30)
-                    _vstore(C, p + 4, j, c40)
-                elif size == 4:
-                    b0 = _vload(B, 0, j)
-                    a = _vbcast(X[0, p])
-                    c00 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 1])
-                    c10 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 2])
-                    c20 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 3])
-                    c30 = _vmul(a, b0)
-                    for i in range(1, M):
-                        b0 = _vload(B, i, j)
-                        a = _vbcast(X[i, p])
-                        c00 = _vfma(a, b0, c00)
-                        a = _vbcast(X[i, p + 1])
-                        c10 = _vfma(a, b0, c10)
-                        a = _vbcast(X[i, p + 2])
-                        c20 = _vfma(a, b0, c20)
-                        a = _vbcast(X[i, p + 3])
-                        c30 = _vfma(a, b0, c30)
-                    _vstore(C, p, j, c00)
-                    _vstore(C, p + 1, j, c10)
-                    _vstore(C, p + 2, j, c20)
-                    _vstore(C, p + 3, j, c30)
-                elif size == 3:
-                    b0 = _vload(B, 0, j)
-                    a = _vbcast(X[0, p])
-                    c00 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 1])
-                    c10 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 2])
-                    c20 = _vmul(a, b0)
-                    for i in range(1, M):
-                        b0 = _vload(B, i, j)
-                        a = _vbcast(X[i, p])
-                        c00 = _vfma(a, b0, c00)
-                        a = _vbcast(X[i, p + 1])
-                        c10 = _vfma(a, b0, c10)
-                        a = _vbcast(X[i, p + 2])
-                        c20 = _vfma(a, b0, c20)
-                    _vstore(C, p, j, c00)
-                    _vstore(C, p + 1, j, c10)
-                    _vstore(C, p + 2, j, c20)
-                elif size == 2:
-                    b0 = _vload(B, 0, j)
-                    a = _vbcast(X[0, p])
-                    c00 = _vmul(a, b0)
-                    a = _vbcast(X[0, p + 1])
-                    c10 = _vmul(a, b0)
-                    for i in range(1, M):
-                        b0 = _vload(B, i, j)
-                        a = _vbcast(X[i, p])
-                        c00 = _vfma(a, b0, c00)
-                        a = _vbcast(X[i, p + 1])
-                        c10 = _vfma(a, b0, c10)
-                    _vstore(C, p, j, c00)
-                    _vstore(C, p + 1, j, c10)
-                elif size == 1:
-                    b0 = _vload(B, 0, j)
-                    a = _vbcast(X[0, p])
-                    c00 = _vmul(a, b0)
-                    for i in range(1, M):
-                        b0 = _vload(B, i, j)
-                        a = _vbcast(X[i, p])
-                        c00 = _vfma(a, b0, c00)
-                    _vstore(C, p, j, c00)
-            elif size == 6:
-                b0 = _vload(B, 0, j)
-                b1 = _vload(B, 0, j + L)
-                a = _vbcast(X[0, p])
-                c00 = _vmul(a, b0)
-                c01 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 1])
-                c10 = _vmul(a, b0)
-                c11 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 2])
-                c20 = _vmul(a, b0)
-                c21 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 3])
-                c30 = _vmul(a, b0)
-                c31 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 4])
-                c40 = _vmul(a, b0)
-                c41 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 5])
-                c50 = _vmul(a, b0)
-                c51 = _vmul(a, b1)
-                for i in range(1, M):
-                    b0 = _vload(B, i, j)
-                    b1 = _vload(B, i, j + L)
-                    a = _vbcast(X[i, p])
-                    c00 = _vfma(a, b0, c00)
-                    c01 = _vfma(a, b1, c01)
-                    a = _vbcast(X[i, p + 1])
-                    c10 = _vfma(a, b0, c10)
-                    c11 = _vfma(a, b1, c11)
-                    a = _vbcast(X[i, p + 2])
-                    c20 = _vfma(a, b0, c20)
-                    c21 = _vfma(a, b1, c21)
-                    a = _vbcast(X[i, p + 3])
-                    c30 = _vfma(a, b0, c30)
-                    c31 = _vfma(a, b1, c31)
-                    a = _vbcast(X[i, p + 4])
-                    c40 = _vfma(a, b0, c40)
-                    c41 = _vfma(a, b1, c41)
-                    a = _vbcast(X[i, p + 5])
-                    c50 = _vfma(a, b0, c50)
-                    c51 = _vfma(a, b1, c51)
-                _vstore(C, p, j, c00)
-                _vstore(C, p, j + L, c01)
-                _vstore(C, p + 1, j, c10)
-                _vstore(C, p + 1, j + L, c11)
-                _vstore(C, p + 2, j, c20)
-                _vstore(C, p + 2, j + L, c21)
-                _vstore(C, p + 3, j, c30)
-                _vstore(C, p + 3, j + L, c31)
-                _vstore(C, p + 4, j, c40)
-                _vstore(C, p + 4, j + L, c41)
-                _vstore(C, p + 5, j, c50)
-                _vstore(C, p + 5, j + L, c51)
+            if size == 6:
+                if two:
+                    _tile_t6x2(X, B, C, p, j)
+                else:
+                    _tile_t6x1(X, B, C, p, j)
             elif size == 5:
-                b0 = _vload(B, 0, j)
-                b1 = _vload(B, 0, j + L)
-                a = _vbcast(X[0, p])
-                c00 = _vmul(a, b0)
-                c01 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 1])
-                c10 = _vmul(a, b0)
-                c11 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 2])
-                c20 = _vmul(a, b0)
-                c21 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 3])
-                c30 = _vmul(a, b0)
-                c31 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 4])
-                c40 = _vmul(a, b0)
-                c41 = _vmul(a, b1)
-                for i in range(1, M):
-                    b0 = _vload(B, i, j)
-                    b1 = _vload(B, i, j + L)
-                    a = _vbcast(X[i, p])
-                    c00 = _vfma(a, b0, c00)
-                    c01 = _vfma(a, b1, c01)
-                    a = _vbcast(X[i, p + 1])
-                    c10 = _vfma(a, b0, c10)
-                    c11 = _vfma(a, b1, c11)
-                    a = _vbcast(X[i, p + 2])
-                    c20 = _vfma(a, b0, c20)
-                    c21 = _vfma(a, b1, c21)
-                    a = _vbcast(X[i, p + 3])
-                    c30 = _vfma(a, b0, c30)
-                    c31 = _vfma(a, b1, c31)
-                    a = _vbcast(X[i, p + 4])
-                    c40 = _vfma(a, b0, c40)
-                    c41 = _vfma(a, b1, c41)
-                _vstore(C, p, j, c00)
-                _vstore(C, p, j + L, c01)
-                _vstore(C, p + 1, j, c10)
-                _vstore(C, p + 1, j + L, c11)
-                _vstore(C, p + 2, j, c20)
-                _vstore(C, p + 2, j + L, c21)
-                _vstore(C, p + 3, j, c30)
-                _vstore(C, p + 3, j + L, c31)
-                _vstore(C, p + 4, j, c40)
-                _vstore(C, p + 4, j + L, c41)
+                if two:
+                    _tile_t5x2(X, B, C, p, j)
+                else:
+                    _tile_t5x1(X, B, C, p, j)
             elif size == 4:
-                b0 = _vload(B, 0, j)
-                b1 = _vload(B, 0, j + L)
-                a = _vbcast(X[0, p])
-                c00 = _vmul(a, b0)
-                c01 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 1])
-                c10 = _vmul(a, b0)
-                c11 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 2])
-                c20 = _vmul(a, b0)
-                c21 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 3])
-                c30 = _vmul(a, b0)
-                c31 = _vmul(a, b1)
-                for i in range(1, M):
-                    b0 = _vload(B, i, j)
-                    b1 = _vload(B, i, j + L)
-                    a = _vbcast(X[i, p])
-                    c00 = _vfma(a, b0, c00)
-                    c01 = _vfma(a, b1, c01)
-                    a = _vbcast(X[i, p + 1])
-                    c10 = _vfma(a, b0, c10)
-                    c11 = _vfma(a, b1, c11)
-                    a = _vbcast(X[i, p + 2])
-                    c20 = _vfma(a, b0, c20)
-                    c21 = _vfma(a, b1, c21)
-                    a = _vbcast(X[i, p + 3])
-                    c30 = _vfma(a, b0, c30)
-                    c31 = _vfma(a, b1, c31)
-                _vstore(C, p, j, c00)
-                _vstore(C, p, j + L, c01)
-                _vstore(C, p + 1, j, c10)
-                _vstore(C, p + 1, j + L, c11)
-                _vstore(C, p + 2, j, c20)
-                _vstore(C, p + 2, j + L, c21)
-                _vstore(C, p + 3, j, c30)
-                _vstore(C, p + 3, j + L, c31)
+                if two:
+                    _tile_t4x2(X, B, C, p, j)
+                else:
+                    _tile_t4x1(X, B, C, p, j)
             elif size == 3:
-                b0 = _vload(B, 0, j)
-                b1 = _vload(B, 0, j + L)
-                a = _vbcast(X[0, p])
-                c00 = _vmul(a, b0)
-                c01 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 1])
-                c10 = _vmul(a, b0)
-                c11 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 2])
-                c20 = _vmul(a, b0)
-                c21 = _vmul(a, b1)
-                for i in range(1, M):
-                    b0 = _vload(B, i, j)
-                    b1 = _vload(B, i, j + L)
-                    a = _vbcast(X[i, p])
-                    c00 = _vfma(a, b0, c00)
-                    c01 = _vfma(a, b1, c01)
-                    a = _vbcast(X[i, p + 1])
-                    c10 = _vfma(a, b0, c10)
-                    c11 = _vfma(a, b1, c11)
-                    a = _vbcast(X[i, p + 2])
-                    c20 = _vfma(a, b0, c20)
-                    c21 = _vfma(a, b1, c21)
-                _vstore(C, p, j, c00)
-                _vstore(C, p, j + L, c01)
-                _vstore(C, p + 1, j, c10)
-                _vstore(C, p + 1, j + L, c11)
-                _vstore(C, p + 2, j, c20)
-                _vstore(C, p + 2, j + L, c21)
+                if two:
+                    _tile_t3x2(X, B, C, p, j)
+                else:
+                    _tile_t3x1(X, B, C, p, j)
             elif size == 2:
-                b0 = _vload(B, 0, j)
-                b1 = _vload(B, 0, j + L)
-                a = _vbcast(X[0, p])
-                c00 = _vmul(a, b0)
-                c01 = _vmul(a, b1)
-                a = _vbcast(X[0, p + 1])
-                c10 = _vmul(a, b0)
-                c11 = _vmul(a, b1)
-                for i in range(1, M):
-                    b0 = _vload(B, i, j)
-                    b1 = _vload(B, i, j + L)
-                    a = _vbcast(X[i, p])
-                    c00 = _vfma(a, b0, c00)
-                    c01 = _vfma(a, b1, c01)
-                    a = _vbcast(X[i, p + 1])
-                    c10 = _vfma(a, b0, c10)
-                    c11 = _vfma(a, b1, c11)
-                _vstore(C, p, j, c00)
-                _vstore(C, p, j + L, c01)
-                _vstore(C, p + 1, j, c10)
-                _vstore(C, p + 1, j + L, c11)
-            elif size == 1:
-                b0 = _vload(B, 0, j)
-                b1 = _vload(B, 0, j + L)
-                a = _vbcast(X[0, p])
-                c00 = _vmul(a, b0)
-                c01 = _vmul(a, b1)
-                for i in range(1, M):
-                    b0 = _vload(B, i, j)
-                    b1 = _vload(B, i, j + L)
-                    a = _vbcast(X[i, p])
-                    c00 = _vfma(a, b0, c00)
-                    c01 = _vfma(a, b1, c01)
-                _vstore(C, p, j, c00)
-                _vstore(C, p, j + L, c01)
+                if two:
+                    _tile_t2x2(X, B, C, p, j)
+                else:
+                    _tile_t2x1(X, B, C, p, j)
+            else:
+                if two:
+                    _tile_t1x2(X, B, C, p, j)
+                else:
+                    _tile_t1x1(X, B, C, p, j)
             p += size
-        j += 2 * L if j + 2 * L <= N else L
+        j += 2 * L if two else L
     for p in range(K):
         for jj in range(j, N):
             acc = X[0, p] * B[0, jj]
