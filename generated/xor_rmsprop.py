@@ -1204,28 +1204,35 @@ def _fail(message):
     raise ValueError(f"xor_rmsprop: {message}")
 
 
+#: PARAM_NAMES as a set, and the number of dimensions of each parameter array (W 2, b 1).
+_PARAM_KEYS = frozenset(PARAM_NAMES)
+_PARAM_NDIM = tuple(2 if name[0] == "W" else 1 for name in PARAM_NAMES)
+
+
 def _params(params, writeable=False):
     """The parameter arrays in PARAM_NAMES order, checked: dtype, shapes, contiguity."""
     if not isinstance(params, dict):
         _fail(f"params must be a dict of arrays keyed {PARAM_NAMES}, got {type(params).__name__}")
-    missing = [k for k in PARAM_NAMES if k not in params]
-    if missing:
+    if not params.keys() >= _PARAM_KEYS:
+        missing = [k for k in PARAM_NAMES if k not in params]
         _fail(f"params is missing {missing}; expected keys {PARAM_NAMES}")
     arrays = [params[k] for k in PARAM_NAMES]
     dtype = None
-    for name, arr in zip(PARAM_NAMES, arrays):
+    for name, arr, ndim in zip(PARAM_NAMES, arrays, _PARAM_NDIM):
         if type(arr) is not np.ndarray:
             _fail(f"params[{name!r}] must be a plain numpy array, got {type(arr).__name__}; use np.asarray(...)")
-        if arr.dtype not in _FLOATS:
-            _fail(f"params[{name!r}] has dtype {arr.dtype}; use float32 or float64")
-        dtype = dtype or arr.dtype
         if arr.dtype != dtype:
-            _fail(f"params[{name!r}] is {arr.dtype} but params[{PARAM_NAMES[0]!r}] is {dtype}; use one dtype")
-        if arr.ndim != (2 if name[0] == "W" else 1):
-            _fail(f"params[{name!r}] must be {'2' if name[0] == 'W' else '1'}-D, got shape {arr.shape}")
-        if not arr.flags.c_contiguous:
+            if arr.dtype not in _FLOATS:
+                _fail(f"params[{name!r}] has dtype {arr.dtype}; use float32 or float64")
+            if dtype is not None:
+                _fail(f"params[{name!r}] is {arr.dtype} but params[{PARAM_NAMES[0]!r}] is {dtype}; use one dtype")
+            dtype = arr.dtype
+        if arr.ndim != ndim:
+            _fail(f"params[{name!r}] must be {ndim}-D, got shape {arr.shape}")
+        flags = arr.flags
+        if not flags.c_contiguous:
             _fail(f"params[{name!r}] is not C-contiguous; pass np.ascontiguousarray(...)")
-        if writeable and not arr.flags.writeable:
+        if writeable and not flags.writeable:
             _fail(f"params[{name!r}] is read-only; step() updates parameters in place")
     for l in range(0, len(arrays), 2):
         W, b = arrays[l], arrays[l + 1]
@@ -1283,9 +1290,11 @@ _SCRATCH = threading.local()
 
 def _scratch(arrays, n):
     """The work arrays of train() and step() for batches of n rows: _workspace's, the gradients,
-    and the batch buffers Xb, Yb. Kept for the next call in the same thread with the same shapes
-    and dtype (allocating them was a quarter of train()'s fixed cost per call); none of them
-    reaches the caller, and each thread has its own (the kernels release the GIL)."""
+    the batch buffers Xb, Yb, and train()'s second buffers of the parameters (outs) and optimizer
+    state (state_out). Kept for the next call in the same thread with the same shapes and dtype
+    (allocating them was a quarter of train()'s fixed cost per call, and copying the second
+    buffers another 2-5 us): none of them reaches the caller, each thread has its own (the kernels
+    release the GIL), and train() reads a second buffer only after a step has written all of it."""
     key = (arrays[0].dtype, n, *[a.shape for a in arrays])
     entry = getattr(_SCRATCH, "entry", None)
     if entry is None or entry[0] != key:
@@ -1293,17 +1302,22 @@ def _scratch(arrays, n):
         grads = [np.empty_like(p) for p in arrays]
         Xb = np.empty((n, arrays[0].shape[0]), arrays[0].dtype)
         Yb = np.empty((n, arrays[-1].shape[0]), arrays[0].dtype)
-        entry = _SCRATCH.entry = (key, (Zs, As, Ds, Hs, Ms, grads, Xb, Yb))
+        outs = [np.empty_like(p) for p in arrays]
+        state_out = {f"{s}_{p}": np.empty_like(a) for s in STATE_NAMES for p, a in zip(PARAM_NAMES, arrays)}
+        state_out.update({s: np.empty(1) for s in SCALAR_STATE})
+        entry = _SCRATCH.entry = (key, (Zs, As, Ds, Hs, Ms, grads, Xb, Yb, outs, state_out))
     return entry[1]
 
 
 def _hyper(hyper):
     """(values in HYPER order, dict) with defaults filled in; every value checked."""
-    unknown = sorted(set(hyper) - set(HYPER))
-    if unknown:
+    if not hyper.keys() <= HYPER.keys():
+        unknown = sorted(set(hyper) - set(HYPER))
         _fail(f"unknown hyperparameter {unknown[0]!r}; this module takes {sorted(HYPER)}")
     values = {**HYPER, **hyper}
     for k, v in values.items():
+        if type(v) is float and v - v == 0.0:  # a finite Python float (the common case, checked fast)
+            continue
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
             _fail(f"hyperparameter {k} must be a finite number, got {v!r}")
     if not (values['lr'] > 0.0):
@@ -1449,7 +1463,7 @@ def step(params, state, X, Y, **hyper):
     state = _state(state, arrays)
     t = int(state["t"]) + 1
     epoch = int(state["epoch"])
-    Zs, As, Ds, Hs, Ms, grads, _, _ = _scratch(arrays, X.shape[0])
+    Zs, As, Ds, Hs, Ms, grads, *_ = _scratch(arrays, X.shape[0])
     value = float(_step(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], Zs[0], As[0], Zs[1], As[1], Ds[0], Ds[1], grads[0], grads[1], grads[2], grads[3], state['v_W1'], state['v_b1'], state['v_W2'], state['v_b2'], state['b_W1'], state['b_b1'], state['b_W2'], state['b_b2'], t, epoch, *hv))
     if math.isfinite(value):
         state["t"] = t
@@ -1457,6 +1471,8 @@ def step(params, state, X, Y, **hyper):
 
 
 def _int(name, value, low):
+    if type(value) is int and value >= low:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         _fail(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
@@ -1496,9 +1512,7 @@ def train(params, state, X, Y, epochs=1, batch_size=32, seed=0, shuffle=True, gr
     seed = _seed(seed)
     n = X.shape[0]
     B = min(batch_size, n)
-    Zs, As, Ds, Hs, Ms, grads, Xb, Yb = _scratch(arrays, B)
-    outs = [p.copy() for p in arrays]
-    state_out = {k: state[k].copy() for k in _STATE_KEYS}
+    Zs, As, Ds, Hs, Ms, grads, Xb, Yb, outs, state_out = _scratch(arrays, B)
     perm = np.empty(n, dtype=np.int64)
     history = _nans(epochs)
     gnorm = _nans((epochs if grad_norms else 0, len(PARAM_NAMES) // 2))
