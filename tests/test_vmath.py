@@ -168,12 +168,13 @@ def test_float32_functions_are_within_an_ulp_or_two_of_float32(helpers, name):
 @pytest.mark.parametrize("shapes", [((5, 3), (3, 4)), ((1, 7), (7, 1)), ((6, 1), (1, 2)), ((4, 0), (0, 3)),
                                     ((6, 2), (2, 5)), ((7, 3), (3, 4)), ((5, 4), (4, 6)), ((2, 9), (9, 5)),
                                     ((3, 9), (9, 4)), ((4, 9), (9, 3)), ((8, 5), (5, 1)), ((6, 6), (6, 6)),
-                                    ((13, 6), (6, 1))])
+                                    ((13, 6), (6, 1)), ((37, 6), (6, 1)), ((70, 5), (5, 1))])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matrix_product_is_numpys(helpers, shapes, dtype):
     """_mm, _mm_tn and _mm_nt (A @ B + b, A.T @ B and A @ B.T) for every branch of each:
-    BLAS gemm, the dot products of _mv (eight rows at a time, and the rows left over), the columns
-    of _mtv, _outer, and the loops for an inner
+    BLAS gemm, the dot products of _mv (eight rows at a time, and the rows left over), the
+    one-row register tiles of _columns (8, 4, 2 and 1 vectors, the columns left over) and, for
+    a weight gradient into one unit more than 8 vectors wide, the columns of _mtv, _outer, and the loops for an inner
     width of 2-4 (_narrow*, the bias added in the loop) or a transposed A with 2-4 rows (_narrow_t*)."""
     module = helpers["module"]
     rng = np.random.default_rng(0)
