@@ -156,6 +156,19 @@ def test_bad_hyperparameters_are_refused(generated):
     assert all(np.array_equal(params[k], before[k]) for k in params)  # nothing was touched
 
 
+@pytest.mark.parametrize("odd", ["W1", "b1", "W2", "b2"])
+def test_params_of_mixed_dtypes_are_refused_naming_both(generated, odd):
+    """One float32 array among float64 ones (first, middle or last) is refused before any kernel
+    runs, and the message names the odd array and the first one's dtype."""
+    module = generated["xor"]
+    params, X, Y = random_problem(module)
+    params[odd] = params[odd].astype(np.float32)
+    first = "float32" if odd == "W1" else "float64"
+    culprit = "b1" if odd == "W1" else odd
+    with pytest.raises(ValueError, match=rf"params\['{culprit}'\] is .* but params\['W1'\] is {first}; use one dtype"):
+        module.train(params, module.init_state(params), X, Y)
+
+
 def test_read_only_params_are_refused_by_step(generated):
     module = generated["xor"]
     params, X, Y = random_problem(module)
