@@ -198,7 +198,8 @@ def test_generated_module_runs_without_jit_and_without_derive(tmp_path):
         "    B = r.normal(size=(7, 21)).astype(dt); b = r.normal(size=21).astype(dt)\n"
         "    D = r.normal(size=(9, 21)).astype(dt)\n"
         "    C = np.empty((9, 21), dt); m._tiles(A, B, b, C); assert np.allclose(C, A @ B + b, 1e-5, 1e-5)\n"
-        "    G = np.empty((7, 21), dt); m._tiles_t(A, D, G); assert np.allclose(G, A.T @ D, 1e-5, 1e-5)\n"
+        "    G = np.empty((7, 21), dt); g = np.empty(21, dt); m._tiles_t(A, D, G, g)\n"
+        "    assert np.allclose(G, A.T @ D, 1e-5, 1e-5) and np.allclose(g, D.sum(axis=0), 1e-5, 1e-5)\n"
         "import numba; assert numba.config.DISABLE_JIT\n"
         "print('ok', v)\n"
     )

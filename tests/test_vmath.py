@@ -182,13 +182,16 @@ def test_matrix_product_is_numpys(helpers, shapes, dtype):
     A, B = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
     b = rng.normal(size=n).astype(dtype)
     At, Bt = np.ascontiguousarray(A.T), np.ascontiguousarray(B.T)
-    products = [(lambda C: module._mm(A, B, b, C), A @ B + b), (lambda C: module._mm_tn(At, B, C), A @ B),
+    g = np.full(n, np.nan, dtype)
+    products = [(lambda C: module._mm(A, B, b, C), A @ B + b), (lambda C: module._mm_tn(At, B, C, g), A @ B),
                 (lambda C: module._mm_nt(A, Bt, C), A @ B),
                 (lambda C: module._mm(At.T, B, b, C), A @ B + b), (lambda C: module._mm(A, Bt.T, b, C), A @ B + b)]
     for product, expected in products:  # _mm takes any layout of A and B
         C = np.full((m, n), np.nan, dtype)
         product(C)
         np.testing.assert_allclose(C, expected, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
+    # _mm_tn's g: the column sums of B (the bias gradient beside the weight gradient)
+    np.testing.assert_allclose(g, B.sum(axis=0), rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
 
 
 @pytest.mark.parametrize("shapes", [((20, 8), (8, 16)), ((70, 16), (16, 16)), ((3, 8), (8, 40)), ((9, 16), (16, 17)),
@@ -196,12 +199,13 @@ def test_matrix_product_is_numpys(helpers, shapes, dtype):
                                     ((7, 1), (1, 9)), ((8, 13), (13, 4)), ((64, 64), (64, 64)), ((64, 65), (65, 64))])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tiled_matrix_products_are_numpys(generated, shapes, dtype):
-    """_tiles (A @ B + b) and _tiles_t (A.T @ B), called directly and through _mm / _mm_tn (with A
-    and B in either order, B's rows not contiguous going elsewhere): tiles of 6, 2 and 1 rows; 2-vector
-    and 1-vector column blocks and the columns left over (4 float64 or 8 float32 to a vector); the
-    rows of A.T @ B split into even tiles of at most 6 (8 -> 4 + 4, 11 -> 5 + 6, 13 -> 4 + 4 + 5);
-    and the shapes that go to BLAS instead (more than 2**18 multiply-adds) or to _narrow* (fewer
-    columns than a vector)."""
+    """_tiles (A @ B + b) and _tiles_t (A.T @ B and the column sums 1^T B), called directly and
+    through _mm / _mm_tn (with A and B in either order, B's rows not contiguous going elsewhere):
+    tiles of 6, 2 and 1 rows; 2-vector and 1-vector column blocks and the columns left over (4
+    float64 or 8 float32 to a vector); the rows of A.T @ B and the row of sums split into even tiles
+    of at most 6, the first with the sums (1 + 8 -> 5 + 4, 1 + 11 -> 6 + 6, 1 + 13 -> 5 + 4 + 5,
+    1 + 1 -> 2); and the shapes that go to BLAS instead (more than 2**18 multiply-adds) or to
+    _narrow* (fewer columns than a vector)."""
     module = generated["regression"]
     rng = np.random.default_rng(1)
     (m, k), (_, n) = shapes
@@ -214,14 +218,46 @@ def test_tiled_matrix_products_are_numpys(generated, shapes, dtype):
     A64, B64, D64, b64 = (x.astype(np.float64) for x in (A, B, D, b))
     forward = (A64 @ B64 + b64, (k + 2) * np.finfo(dtype).eps * (abs(A64) @ abs(B64) + abs(b64)))
     backward = (A64.T @ D64, (m + 1) * np.finfo(dtype).eps * (abs(A64).T @ abs(D64)))
-    products = [(lambda C: module._mm(A, B, b, C), forward), (lambda C: module._mm_tn(A, D, C), backward),
+    sums = (D64.sum(axis=0), m * np.finfo(dtype).eps * abs(D64).sum(axis=0))
+    g = np.full(n, np.nan, dtype)
+    products = [(lambda C: module._mm(A, B, b, C), forward), (lambda C: module._mm_tn(A, D, C, g), backward),
                 (lambda C: module._mm(At.T, B, b, C), forward), (lambda C: module._mm(A, Bt.T, b, C), forward)]
     if n >= 32 // np.dtype(dtype).itemsize:
-        products += [(lambda C: module._tiles(A, B, b, C), forward), (lambda C: module._tiles_t(A, D, C), backward)]
+        products += [(lambda C: module._tiles(A, B, b, C), forward), (lambda C: module._tiles_t(A, D, C, g), backward)]
     for product, (expected, bound) in products:
         C = np.full(expected.shape, np.nan, dtype)
+        g[:] = np.nan
         product(C)
         assert np.all(abs(C - expected) <= bound), abs(C - expected).max()
+        if expected is backward[0]:  # and g, the column sums of D, beside A.T @ D
+            assert np.all(abs(g - sums[0]) <= sums[1]), abs(g - sums[0]).max()
+
+
+@pytest.mark.parametrize("shapes", [((64, 10), (10, 32)), ((9, 16), (16, 17)), ((128, 64), (64, 128)),
+                                    ((5, 3), (3, 9)), ((6, 1), (1, 9)), ((7, 6), (6, 1)), ((0, 6), (6, 8))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_product_is_numpys(helpers, shapes, dtype):
+    """_mm_relu (a hidden ReLU layer: max(A @ B + b, 0), z if z > 0 else 0) on every path: in the
+    register tiles (and the columns they leave over), after BLAS with the bias in the same pass,
+    and after _mm's other loops (_narrow*, _outer, _mv); a NaN row gives 0.0 as the element loop
+    does, and no element is left unwritten."""
+    module = helpers["module"]
+    rng = np.random.default_rng(3)
+    (m, k), (_, n) = shapes
+    A, B = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
+    b = rng.normal(size=n).astype(dtype)
+    if m > 2:
+        A[2] = np.nan
+    C = np.full((m, n), -7.0, dtype)
+    module._mm_relu(A, B, b, C)
+    A64, B64, b64 = (x.astype(np.float64) for x in (A, B, b))
+    z = A64 @ B64 + b64
+    expected = np.where(z > 0.0, z, 0.0)  # NaN -> 0
+    # the bound of a sum of products computed in order (as in the tiled test; ReLU only shrinks it)
+    bound = (k + 2) * np.finfo(dtype).eps * (abs(np.nan_to_num(A64)) @ abs(B64) + abs(b64))
+    assert np.all(abs(C - expected) <= bound), abs(C - expected).max()
+    if m > 2:
+        assert np.all(C[2] == 0.0) and not np.signbit(C[2]).any()
 
 
 @pytest.mark.parametrize("shape", [(0, 3), (1, 1), (3, 2), (4, 8), (33, 5), (64, 1)])
@@ -257,6 +293,8 @@ def test_matrix_product_refuses_mismatched_shapes(helpers):
     with pytest.raises(ValueError, match="bias of mismatched length"):
         module._mm(np.ones((2, 3)), np.ones((3, 3)), np.ones(2), np.ones((2, 3)))
     with pytest.raises(ValueError, match="mismatched shapes"):
-        module._mm_tn(np.ones((2, 3)), np.ones((3, 3)), np.ones((3, 3)))
+        module._mm_tn(np.ones((2, 3)), np.ones((3, 3)), np.ones((3, 3)), np.ones(3))
+    with pytest.raises(ValueError, match="bias gradient of mismatched length"):
+        module._mm_tn(np.ones((2, 3)), np.ones((2, 3)), np.ones((3, 3)), np.ones(2))
     with pytest.raises(ValueError, match="mismatched shapes"):
         module._mm_nt(np.ones((2, 3)), np.ones((2, 2)), np.ones((2, 2)))

@@ -214,6 +214,12 @@ def render_module(d: Derivation) -> str:
             "a_eq": describe(a_eq),
             "act_lines": em.lines(f"a_{l}", a_eq.rhs),
         })
+        # a hidden ReLU without dropout whose pre-activations the backward pass does not read (it
+        # reads a > 0): _mm_relu stores max(z, 0) from the product's registers, exactly as the
+        # element loop would compute it, and Z_l is not written
+        relu_line = f"a_{l} = (z_{l} if (z_{l} > 0.0) else 0.0)"
+        layers[-1]["relu"] = (l < L and not p and layers[-1]["act_lines"] == [relu_line]
+                              and elem("z", l) not in d.eq(f"delta{l}").rhs.free_symbols)
 
     shapes = model.param_shapes()
     back_layers = []
