@@ -905,6 +905,21 @@ def _mm_nt(A, B, C):
 # 0.30 us against 0.57 in float64; it was a third of a tiny network's step).
 
 
+def _mask(x, c):
+    """x * c for a float x and a bool c (a product with an indicator, such as the ReLU derivative),
+    computed as c ? x : x * 0, which gives the product's every value (NaN, infinities, the sign of
+    zero) and stays in x's dtype. As a select it vectorises to a compare and a blend; the bool
+    multiplying went through integer vectors and a conversion (the small network's ReLU backward
+    loop, 64x32 in float64: 0.56 us against 0.37)."""
+    return x * c
+
+
+_primitive(_mask, lambda x, c: x if isinstance(x, numba.types.Float) and isinstance(c, numba.types.Boolean) else None,
+           lambda context, builder, signature, args: builder.select(
+               args[1], args[0], builder.fmul(args[0], llvmlite.ir.Constant(args[0].type, 0.0))),
+           numba.types.Float, numba.types.Boolean)
+
+
 def _as_bits(x):
     """The IEEE-754 bits of a float64, as an int64."""
     return np.float64(x).view(np.int64)
@@ -1242,7 +1257,7 @@ def _backward(X, Y, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3, D1, D2, D3, 
     for k in range(_d1.size):
         e_1 = _d1[k]
         a_1 = _a1[k]
-        delta_1 = e_1*((a_1 > 0.0))
+        delta_1 = _mask(e_1, (a_1 > 0.0))
         _d1[k] = delta_1
     # grad.W1: dL/dW_1 = A_0.T*Delta_1
     # grad.b1: dL/db_1 = 1*Delta_1

@@ -906,6 +906,21 @@ def _mm_nt(A, B, C):
 # 0.30 us against 0.57 in float64; it was a third of a tiny network's step).
 
 
+def _mask(x, c):
+    """x * c for a float x and a bool c (a product with an indicator, such as the ReLU derivative),
+    computed as c ? x : x * 0, which gives the product's every value (NaN, infinities, the sign of
+    zero) and stays in x's dtype. As a select it vectorises to a compare and a blend; the bool
+    multiplying went through integer vectors and a conversion (the small network's ReLU backward
+    loop, 64x32 in float64: 0.56 us against 0.37)."""
+    return x * c
+
+
+_primitive(_mask, lambda x, c: x if isinstance(x, numba.types.Float) and isinstance(c, numba.types.Boolean) else None,
+           lambda context, builder, signature, args: builder.select(
+               args[1], args[0], builder.fmul(args[0], llvmlite.ir.Constant(args[0].type, 0.0))),
+           numba.types.Float, numba.types.Boolean)
+
+
 def _as_bits(x):
     """The IEEE-754 bits of a float64, as an int64."""
     return np.float64(x).view(np.int64)

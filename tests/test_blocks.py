@@ -89,10 +89,10 @@ def test_losses_are_declared_once_as_expressions():
     assert losses.REGISTRY["bce"].needs_range == (0.0, 1.0)
 
 
-def test_relu_derivative_prints_as_its_condition_and_keeps_float32():
-    """Piecewise((1, c), (0, True)) prints as the condition c, which multiplies as 1 or 0: the
-    same values as (1.0 if c else 0.0), NaN and signed zeros included, but a float32 operand
-    stays float32 (a float64 literal made the float32 ReLU backward loop float64)."""
+def test_relu_derivative_times_the_error_keeps_float32(generated):
+    """e * Piecewise((1, c), (0, True)) prints as _mask(e, c) (compiled: c ? e : e * 0, a select):
+    the same values as e * (1.0 if c else 0.0), NaN and signed zeros included, but a float32
+    operand stays float32 (a float64 literal made the float32 ReLU backward loop float64)."""
     import numba
     import numpy as np
 
@@ -100,11 +100,28 @@ def test_relu_derivative_prints_as_its_condition_and_keeps_float32():
 
     e = sp.Symbol("e", real=True)
     code = KernelPrinter().doprint(e * activations.forms("relu").derivative)
-    assert "if" not in code and "1.0" not in code, code
-    fn = numba.njit(eval(f"lambda e, a: {code}"))  # printed kernel code, our own
+    assert code.startswith("_mask(") and "if" not in code and "1.0" not in code, code
+    fn = numba.njit(eval(f"lambda e, a: {code}", {"_mask": generated["xor"]._mask}))  # printed kernel code, our own
     for ev, av in ((np.float32(-2.5), np.float32(1.0)), (np.float32(-2.5), np.float32(-1.0)),
                    (np.float32(np.nan), np.float32(-1.0)), (np.float32(3.0), np.float32(0.0))):
         want = ev * (1.0 if av > 0 else 0.0)
         got = fn(ev, av)
         assert (np.isnan(want) and np.isnan(got)) or (got == want and np.signbit(got) == np.signbit(want))
     assert fn.nopython_signatures[0].return_type == numba.float32
+
+
+def test_a_product_with_an_indicator_prints_as_mask():
+    """e * Piecewise((1, c), (0, True)) (the ReLU derivative times the backpropagated error) prints
+    as _mask(e, c), which the kernels compute as a select; the indicator alone stays a bool."""
+    from derive.codegen.printer import VECTOR_MATH, KernelPrinter
+
+    e = sp.Symbol("e_1", real=True)
+    step = sp.Piecewise((1, a > 0), (0, True))
+    printer = KernelPrinter()
+    assert printer.doprint(-2 * e * step) == "_mask(-2.0*e_1, (a > 0.0))"
+    assert printer.doprint(step) == "((a > 0.0))"
+    for av, ev in ((1.0, -3.0), (-1.0, -3.0), (-1.0, float("inf"))):
+        code = printer.doprint(e * step)
+        got = eval(code, {**VECTOR_MATH, "a": av, "e_1": ev})  # printed kernel code, our own
+        want = ev * (av > 0)
+        assert got == want or (got != got and want != want)

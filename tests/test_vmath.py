@@ -271,6 +271,30 @@ def test_column_sums_are_numpys(helpers, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mask_is_the_product_with_a_bool(helpers, dtype):
+    """_mask(x, c), the printed form of x * Piecewise((1, c), (0, True)) (a select, which
+    vectorises): bit for bit x * c for every x, NaN, infinities and signed zeros included, in x's
+    dtype, compiled in a vectorised loop and as the printer's Python."""
+    from derive.codegen.printer import VECTOR_MATH
+
+    mask = helpers["module"]._mask
+
+    @numba.njit(error_model="numpy", _nrt=False)
+    def apply(x, a, out):
+        for i in range(x.size):
+            out[i] = mask(x[i], a[i] > 0.0)
+
+    x = np.array([1.5, -2.25, 0.0, -0.0, np.inf, -np.inf, np.nan, 3e-39, -7.0] * 3, dtype)
+    a = np.repeat(np.array([1.0, -1.0, np.nan]), 9).astype(dtype)
+    out = np.empty_like(x)
+    apply(x, a, out)
+    expected = x * (a > 0.0)
+    assert out.dtype == dtype and expected.dtype == dtype
+    assert out.tobytes() == expected.tobytes(), (out, expected)
+    assert VECTOR_MATH["_mask"](x, a > 0.0).tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_all_finite_finds_any_nan_or_infinity(helpers, dtype):
     """_all_finite (the check of X and Y): the largest finite values pass, a NaN or an infinity
     anywhere (first, last, in the vectorised body or the remainder) fails."""
