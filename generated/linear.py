@@ -43,6 +43,9 @@ SCALAR_STATE = ()
 INIT = (('xavier_uniform', 1.0),)
 #: Dropout rate of each hidden layer's output (training only; 0 = none).
 DROPOUT = ()
+#: Hidden ReLU layers whose pre-activations Z_l the kernels keep in registers and do not store
+#: (A_l = max(Z_l, 0) is stored; see _mm_relu): their Z arrays are not written.
+REGISTER_Z = ()
 
 #: Kernels that allocate (_permutations) or run in parallel (_train_many) keep Numba's reference
 #: counting; the others run without it (see the kernel helpers below).

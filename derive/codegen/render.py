@@ -308,6 +308,7 @@ def render_module(d: Derivation) -> str:
         "many_call": many_call,
         "dropout": bool(drops),
         "dropout_repr": repr(tuple(dropout_rate(model, l) for l in range(1, L))),
+        "register_z_repr": repr(tuple(layer["l"] for layer in layers if layer["relu"])),
         "reg_call": reg_call,
     }
     return _environment().get_template(MODULE_TEMPLATE).render(**context)
