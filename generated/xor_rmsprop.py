@@ -311,8 +311,8 @@ def _tile_t(rows, vectors, sums=False):
 
     fn = tile_sums if sums else tile
     fn.__name__ = fn.__qualname__ = f"_tile_t{'s' if sums else ''}{rows}x{vectors}"
-    return _primitive(fn, typer_sums if sums else typer, lower, *[numba.types.Array] * (4 if sums else 3), numba.types.Integer,
-                      numba.types.Integer)
+    arrays = [numba.types.Array] * (4 if sums else 3)
+    return _primitive(fn, typer_sums if sums else typer, lower, *arrays, numba.types.Integer, numba.types.Integer)
 
 
 def _column(vectors):
@@ -792,34 +792,59 @@ def _check(A, B, C):
 # thread catch up: 128x64 @ 64x128 took 50 us in float64 against OpenBLAS's 37).
 
 
+#: _mm_route's answers: which loop computes a forward product.
+_EMPTY, _ZERO, _MV, _OUTER, _TILES, _NARROW, _GEMM = range(7)
+
+
+@numba.njit(**_JIT)
+def _mm_route(A, B, bias, C):
+    """Which loop computes C = A @ B + bias (for _mm and _mm_relu alike), after raising on shapes
+    that do not make it: _EMPTY (C has no elements), _ZERO (inner width 0), _MV, _OUTER, _TILES,
+    _NARROW or _GEMM."""
+    if bias.shape[0] != B.shape[1]:
+        raise ValueError("bias of mismatched length")
+    if not _check(A, B, C):
+        return _EMPTY
+    K = A.shape[1]
+    if K == 0:
+        return _ZERO
+    if B.shape[1] == 1:
+        return _MV
+    if K == 1:
+        return _OUTER
+    if B.shape[1] >= _lanes(B) and C.size * K <= 262144 and _rows_contiguous(B) and _rows_contiguous(C):
+        return _TILES
+    if K == 2 or K == 3 or K == 4:
+        return _NARROW
+    return _GEMM
+
+
 @numba.njit(**_JIT)
 def _mm(A, B, bias, C):
     """C = A @ B + bias (the forward pre-activations Z = A_{l-1} W + b). The bias is added in the
     products' own pass where they are loops of ours (a pass through C fewer: the small network's
     64x10 @ 10x32 + b took 0.96 us in float32 with the bias added after, 0.85 with it inside),
     after them otherwise; either way to the finished sum of products."""
-    if bias.shape[0] != B.shape[1]:
-        raise ValueError("bias of mismatched length")
-    if not _check(A, B, C):
+    route = _mm_route(A, B, bias, C)
+    if route == _EMPTY:
         return
-    K = A.shape[1]
-    if K == 0:
+    if route == _ZERO:
         C[:] = 0.0
-    elif B.shape[1] == 1:
+    elif route == _MV:
         _mv(A, B, C)
-    elif K == 1:
+    elif route == _OUTER:
         _outer(A, B, C)
-    elif B.shape[1] >= _lanes(B) and C.size * K <= 262144 and _rows_contiguous(B) and _rows_contiguous(C):
+    elif route == _TILES:
         _tiles(A, B, bias, C)
         return
-    elif K == 2:
-        _narrow2(A, B, bias, C)
-        return
-    elif K == 3:
-        _narrow3(A, B, bias, C)
-        return
-    elif K == 4:
-        _narrow4(A, B, bias, C)
+    elif route == _NARROW:
+        K = A.shape[1]
+        if K == 2:
+            _narrow2(A, B, bias, C)
+        elif K == 3:
+            _narrow3(A, B, bias, C)
+        elif K == 4:
+            _narrow4(A, B, bias, C)
         return
     else:
         _gemm(A, B, C)
@@ -832,14 +857,13 @@ def _mm(A, B, bias, C):
 def _mm_relu(A, B, bias, C):
     """C = max(A @ B + bias, 0) (z if z > 0 else 0: NaN and -0.0 give 0.0): a hidden ReLU layer's
     activations, whose pre-activations nothing reads. The ReLU is applied in _tiles' registers
-    where it does the product, with the bias in one pass after BLAS's (one pass through C instead
+    where _mm would use them, with the bias in one pass after BLAS's (one pass through C instead
     of a bias pass and a ReLU pass into another array), in place after _mm's other loops."""
-    K = A.shape[1]
-    if bias.shape[0] == B.shape[1] and B.shape[1] >= _lanes(B) and C.size * K <= 262144 and K > 1 and \
-            _check(A, B, C) and _rows_contiguous(B) and _rows_contiguous(C):
+    route = _mm_route(A, B, bias, C)
+    if route == _TILES:
         _tiles_relu(A, B, bias, C)
         return
-    if bias.shape[0] == B.shape[1] and B.shape[1] > 1 and K > 1 and K != 2 and K != 3 and K != 4 and _check(A, B, C):
+    if route == _GEMM:
         _gemm(A, B, C)
         for i in range(C.shape[0]):
             for j in range(C.shape[1]):
@@ -1502,30 +1526,18 @@ def _inputs(params, X, Y=None, writeable=False):
     return arrays, X, Y
 
 
-def _empty(shape, dtype):
-    """np.empty((shape), dtype) starting on a 64-byte cache line. NumPy aligns to 16 bytes, so a
-    32-byte vector load of the register tiles crossed a cache line in every other load or none,
-    by chance: the small network's float64 step took 5.2 us with its work arrays 16 bytes past a
-    line and 4.9 us on it."""
+def _empty(shape, dtype, fill=None):
+    """np.empty(shape, dtype) starting on a 64-byte cache line, every element set from fill
+    (broadcast and converted) when given. NumPy aligns to 16 bytes, so a 32-byte vector load of
+    the register tiles crossed a cache line in every other load or none, by chance: the small
+    network's float64 step took 5.2 us with its work arrays 16 bytes past a line and 4.9 us on it."""
     dtype = np.dtype(dtype)
     size = math.prod(shape) * dtype.itemsize
     buf = np.empty(size + 64, np.uint8)
     start = -buf.__array_interface__["data"][0] % 64
-    return buf[start:start + size].view(dtype).reshape(shape)
-
-
-def _like(arr, fill=None):
-    """An aligned (see _empty) array like arr: uninitialised, or every element fill."""
-    out = _empty(arr.shape, arr.dtype)
+    out = buf[start:start + size].view(dtype).reshape(shape)
     if fill is not None:
         out[...] = fill
-    return out
-
-
-def _copy(arr, dtype):
-    """arr converted to dtype, in an aligned array (see _empty)."""
-    out = _empty(arr.shape, dtype)
-    out[...] = arr
     return out
 
 
@@ -1553,17 +1565,17 @@ def _scratch(arrays, n):
     state (state_out). Kept for the next call in the same thread with the same shapes and dtype
     (allocating them was a quarter of train()'s fixed cost per call; keeping the second buffers
     too, with faster checks, took a tiny network's call from 31 to 24 us): none of them reaches
-    the caller, each thread has its own (the kernels
-    release the GIL), and train() reads a second buffer only after a step has written all of it."""
+    the caller, each thread has its own (the kernels release the GIL), and train() reads a second
+    buffer only after a step has written all of it."""
     key = (arrays[0].dtype, n, *[a.shape for a in arrays])
     entry = getattr(_SCRATCH, "entry", None)
     if entry is None or entry[0] != key:
         Zs, As, Ds, Hs, Ms = _workspace(arrays, n)
-        grads = [_like(p) for p in arrays]
+        grads = [_empty(p.shape, p.dtype) for p in arrays]
         Xb = _empty((n, arrays[0].shape[0]), arrays[0].dtype)
         Yb = _empty((n, arrays[-1].shape[0]), arrays[0].dtype)
-        outs = [_like(p) for p in arrays]
-        state_out = {f"{s}_{p}": _like(a) for s in STATE_NAMES for p, a in zip(PARAM_NAMES, arrays)}
+        outs = [_empty(p.shape, p.dtype) for p in arrays]
+        state_out = {f"{s}_{p}": _empty(a.shape, a.dtype) for s in STATE_NAMES for p, a in zip(PARAM_NAMES, arrays)}
         state_out.update({s: np.empty(1) for s in SCALAR_STATE})
         entry = _SCRATCH.entry = (key, (Zs, As, Ds, Hs, Ms, grads, Xb, Yb, outs, state_out))
     return entry[1]
@@ -1637,8 +1649,8 @@ def init_params(seed=0, dtype=np.float64, init=None):
             a = 1.0 / math.sqrt(fan_in)
             W = rng.uniform(-a, a, size=(fan_in, fan_out))
             b = rng.uniform(-a, a, size=fan_out)
-        params[f"W{l}"] = _copy(W, dtype)
-        params[f"b{l}"] = _copy(b, dtype)
+        params[f"W{l}"] = _empty(W.shape, dtype, W)
+        params[f"b{l}"] = _empty(b.shape, dtype, b)
     return params
 
 
@@ -1649,9 +1661,9 @@ def init_state(params, **hyper):
     _, values = _hyper(hyper)
     state = {"t": 0, "epoch": 0}
     for pname, arr in zip(PARAM_NAMES, arrays):
-        state[f"v_{pname}"] = _like(arr, 0.0)
+        state[f"v_{pname}"] = _empty(arr.shape, arr.dtype, 0.0)
     for pname, arr in zip(PARAM_NAMES, arrays):
-        state[f"b_{pname}"] = _like(arr, 0.0)
+        state[f"b_{pname}"] = _empty(arr.shape, arr.dtype, 0.0)
     return state
 
 

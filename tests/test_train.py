@@ -52,6 +52,7 @@ CASES = [  # (model, n, epochs, batch size): partial last batch, stochastic, ful
     ("xor_rmsprop_centered", 20, 3, 1),
     ("xor_momentum", 30, 6, 1000),
     ("deep_sigmoid", 33, 2, 10),
+    ("diabetes", 70, 2, 16),  # a hidden ReLU from the register tiles (REGISTER_Z), a partial last batch
 ]
 
 
@@ -256,6 +257,8 @@ def test_work_arrays_and_fresh_parameters_start_on_cache_lines():
         a = m._empty(shape, dtype)
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
         assert a.size == 0 or a.ctypes.data % 64 == 0  # (an empty array's address means nothing)
+    filled = m._empty((3, 5), np.float32, np.arange(5.0))
+    assert filled.ctypes.data % 64 == 0 and filled.dtype == np.float32 and (filled == np.arange(5.0)).all()
     for dtype in (np.float64, np.float32):
         params = m.init_params(seed=1, dtype=dtype)
         state = m.init_state(params)

@@ -68,10 +68,10 @@ class KernelPrinter(PythonCodePrinter):
         *branches, (last, cond) = expr.args
         if cond != sp.true:
             raise ValueError("a Piecewise must end with a True condition to be printed")
-        if len(branches) == 1 and branches[0][0] == 1 and last == 0:
-            # an indicator (the ReLU derivative): the condition itself, a bool that multiplies as
-            # 1 or 0 and keeps a float32 operand float32 (1.0 if c else 0.0 made the product
-            # float64, and the float32 ReLU backward loop took 0.6 us for 64x32 against 0.36 in float64)
+        if _indicator(expr):
+            # an indicator outside a product (in one, _print_Mul writes _mask): the condition
+            # itself, a bool that counts as 1 or 0 and keeps a float32 operand float32 (1.0 if c
+            # else 0.0 made the float32 ReLU backward loop float64)
             return f"({self._print(branches[0][1])})"
         out = self._print(last)
         for e, c in reversed(branches):
