@@ -33,7 +33,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
 from .blocks import activations, optimizers
-from .derivation import Derivation, Equation, derive_model, layer_symbols
+from .derivation import Derivation, Equation, derive_model, dropout_rate, layer_symbols
 from .errors import DeriveError
 from .spec import ModelSpec
 from .text import OVERWRITES, ReadingOrder, width
@@ -300,9 +300,12 @@ def _forward_section(d: Derivation) -> Section:
             rows.append(row(d.eq(f"forward.h{l}")))
     s.display(*rows)
     for e in d.section("forward"):
-        if e.key.startswith("forward.h"):
-            s.text(f"Layer {e.layer}: {e.note}; the next layer reads $H_{{{e.layer}}}$, and the backward "
-                   f"recursion multiplies by the same mask $m_{{{e.layer}}}$.")
+        if e.key.startswith("forward.h"):  # e.note is plain text (derive show); here every symbol is math
+            l, p = e.layer, _num(dropout_rate(d.model, e.layer))
+            s.text(f"Layer {l}: inverted dropout while training: $m_{{{l}}} = 0$ with probability ${p}$, else "
+                   f"$m_{{{l}}} = 1/(1 - {p})$, drawn per element and step; $m_{{{l}}} = 1$ at prediction; the "
+                   f"next layer reads $H_{{{l}}}$, and the backward recursion multiplies by the same mask "
+                   f"$m_{{{l}}}$.")
     s.text("The prediction is $\\hat{Y} = A_{%d}$." % d.model.depth)
     return s
 

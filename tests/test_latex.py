@@ -239,6 +239,37 @@ def test_unicode_in_a_description_is_escaped_for_latex():
     assert latex.tex_prose("use `a_b` with $x_1$ & more") == r"use \texttt{a\_b} with $x_1$ \& more"
 
 
+def _outside_math(text: str) -> str:
+    """``text`` without its ``$...$`` math (an escaped ``\\$`` is not a delimiter) and ```code```."""
+    text = text.replace(r"\$", "")
+    return re.sub(r"`[^`]*`", "", "".join(part for k, part in enumerate(text.split("$")) if k % 2 == 0))
+
+
+def test_dropout_sentence_writes_its_symbols_as_math(derivations):
+    d = derivations["breast_cancer"]
+    assert d.model.dropout, "breast_cancer is the catalogue's dropout model"
+    for doc in (latex.to_latex(d), latex.to_markdown(d)):
+        [sentence] = [line for line in doc.splitlines() if "inverted dropout" in line]
+        assert "$m_{1} = 0$" in sentence and "$m_{1} = 1$ at prediction" in sentence
+        assert "_" not in _outside_math(sentence), f"a symbol outside math (was m\\_1 as text): {sentence}"
+
+
+def test_no_prose_writes_a_subscripted_symbol_as_text(derivations):
+    """Every x_1 / n_{L} in the documents' prose and tables is math ($...$), never escaped text."""
+    for name, d in derivations.items():
+        for section in latex.document(d)["sections"]:
+            for block in section.blocks:
+                if block.kind == "text":
+                    cells = [block.text]
+                elif block.kind == "table":
+                    cells = [c for r in [block.header, *block.body] for c in r]
+                else:
+                    continue
+                for text in cells:
+                    hit = re.search(r"[A-Za-z0-9}]_\{?\w", _outside_math(text))
+                    assert hit is None, f"{name}: {hit.group()!r} outside math in {text!r}"
+
+
 def test_snapshot_of_the_xor_document(derivations):
     text = latex.to_latex(derivations["xor"])
     if os.environ.get(UPDATE_ENV) == "1":
