@@ -20,15 +20,14 @@ elementwise right-hand sides as they are stored here.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import sympy as sp
 
 from .blocks import activations, losses, optimizers, schedules
-from .errors import BuildError
+from .blocks.joint import loss_element, output_delta_forms  # re-exported: derive.derivation's names as before
 from .spec import ModelSpec
-from .symbolic import a, numerically_equal, output_form, sample_points, stable_from_logits, y, z
+from .symbolic import a, z
 
 N = sp.Symbol("N", positive=True, integer=True)
 SECTIONS = ("forward", "loss", "output_delta", "backward", "gradients", "update")
@@ -112,48 +111,6 @@ def layer_symbols(model: ModelSpec, l: int) -> dict[sp.Symbol, sp.Symbol]:
     table = {z: elem("z", l), a: elem("a", l)}
     table.update({s: sp.Symbol(f"{s.name}_{l}", positive=True) for s in rule.symbols().values()})
     return table
-
-
-# ----------------------------------------------------------------------------- blocks
-
-
-@functools.cache
-def output_delta_forms(act_name: str, loss_name: str) -> tuple[sp.Expr, ...]:
-    """(∂ℓ/∂ŷ, ∂ŷ/∂z, their product, the simplified joint form) in the element symbols a, y, z.
-
-    The joint form is SymPy's derivative of ℓ(f(z), y) with respect to z, rewritten in the
-    output ``a`` where possible; it must equal the product at sample points.
-    """
-    f = activations.forms(act_name).f
-    fprime = activations.forms(act_name).derivative
-    ell = losses.REGISTRY[loss_name].expr
-    dl_dyhat = sp.simplify(sp.diff(ell, losses.yhat)).subs(losses.yhat, a)
-    product = dl_dyhat * fprime
-    f_plain = f.rewrite(sp.log) if f.has(sp.Function) else f
-    joint_raw = sp.diff(ell.subs(losses.yhat, f_plain), z)
-    joint = output_form(joint_raw, f_plain)
-    candidates = [product] if joint is None else [sp.factor_terms(sp.simplify(joint)), product]
-    joint = min(candidates, key=sp.count_ops)
-    pts = [{**p, a: f_plain.subs(p)} for p in sample_points(joint_raw.free_symbols | {z, y})]
-    if not numerically_equal(joint, product, pts):
-        raise BuildError(f"joint output delta of {loss_name}∘{act_name} disagrees with the chain rule")
-    return dl_dyhat, fprime, product, joint
-
-
-@functools.cache
-def loss_element(act_name: str, loss_name: str) -> tuple[sp.Expr, bool]:
-    """The per-element loss as computed, and whether it is computed from the logit ``z``."""
-    rule = losses.REGISTRY[loss_name]
-    ell = rule.expr
-    if rule.needs_range is not None:
-        f = activations.forms(act_name).f
-        stable = stable_from_logits(ell.subs(losses.yhat, f))
-        if stable is not None:
-            return stable, True
-        if rule.log_floor is not None:  # as the reference libraries: clamp each log term
-            floor = sp.Float(rule.log_floor)
-            ell = ell.replace(sp.log, lambda u: sp.Max(sp.log(u), floor))
-    return ell.subs(losses.yhat, a), False
 
 
 # ----------------------------------------------------------------------------- the chain rule

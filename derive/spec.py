@@ -14,16 +14,19 @@ table where it can be found, the model and the field.
 
 from __future__ import annotations
 
-import keyword
 import re
-import sys
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import userblocks
 from .blocks import activations, losses, optimizers, schedules
 from .errors import SpecError, suggest
+from .names import MODULE_RESERVED as MODULE_RESERVED  # re-exported: derive.spec's names as before
+from .names import RESERVED_NAMES as RESERVED_NAMES
+from .names import WINDOWS_DEVICES as WINDOWS_DEVICES
+from .names import check_name
 
 MODEL_KEYS = ("inputs", "layers", "loss", "optimizer", "schedule", "clip", "regularization", "dropout",
               "description")
@@ -31,15 +34,6 @@ CLIP_KEYS = {"norm": "clip_norm", "value": "clip_value"}
 REG_KEYS = ("l1", "l2", "decoupled_weight_decay")
 NONNEG = optimizers.Hyper(0.0, 0.0, float("inf"), low_open=False)
 POSITIVE = optimizers.Hyper(1.0, 0.0, float("inf"))
-#: Names a model may not take: they would shadow the generated package's own names.
-RESERVED_NAMES = frozenset({"generated", "derive", "numpy", "numba", "math", "np"})
-#: Further names a model (or objective) may not take, because it becomes a module file: the
-#: package attribute MODELS (``import pkg.MODELS`` would replace it), the modules the generated
-#: code and its dependencies import (shadowed whenever the output folder itself is on sys.path,
-#: e.g. when a generated file is run as a script) and names Windows reserves for devices.
-MODULE_RESERVED = (frozenset({"MODELS", "scipy", "llvmlite", "jinja2", "sympy", "click", "cli", "tests"})
-                   | frozenset(sys.stdlib_module_names))
-WINDOWS_DEVICES = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)$", re.I)
 #: Longest model description (it is copied into the generated module's docstring).
 MAX_DESCRIPTION = 4000
 
@@ -157,8 +151,6 @@ class ModelSpec(TrainingSettings):
     def to_dict(self) -> dict:
         """The model as plain data with the keys and shapes of the TOML format; user-defined
         blocks it uses are recorded under ``blocks`` (kind -> name -> their declaration)."""
-        from .userblocks import describe_blocks
-
         out = {
             "name": self.name,
             "inputs": self.inputs,
@@ -171,7 +163,7 @@ class ModelSpec(TrainingSettings):
         }
         if self.dropout:
             out["dropout"] = list(self.dropout)
-        blocks = describe_blocks(self)
+        blocks = userblocks.describe_blocks(self)
         if blocks:
             out["blocks"] = blocks
         return out
@@ -195,34 +187,6 @@ class ModelSpec(TrainingSettings):
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def check_name(name: object, where: str, what: str = "model") -> str:
-    """A model/block name must be a lowercase-friendly Python identifier that shadows nothing.
-
-    Models become modules of the output package, so their names must also not shadow a module the
-    generated code imports (the standard library, numpy, numba, ...: shadowed whenever the output
-    folder itself is on sys.path) or the package's ``MODELS``. Objectives are loaded from their
-    file path, and their names become file names: they get the length and device-name rules.
-    """
-    if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
-        raise SpecError(f"{what} name {name!r} is not a Python identifier "
-                        "(use letters, digits and '_', not starting with a digit)", where)
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise SpecError(f"{what} name {name!r} is a Python keyword", where)
-    if name.startswith("_") or name in RESERVED_NAMES:
-        raise SpecError(f"{what} name {name!r} is reserved (it would shadow a module name or a "
-                        "private name of the generated package)", where)
-    if what in ("model", "objective"):
-        if len(name) > 100:
-            raise SpecError(f"{what} name {name[:20]!r}... is too long (at most 100 characters: it becomes a "
-                            "file name)", where)
-        if WINDOWS_DEVICES.match(name):
-            raise SpecError(f"{what} name {name!r} is reserved: Windows reserves {name}.py for a device", where)
-        if what == "model" and name in MODULE_RESERVED:
-            raise SpecError(f"{what} name {name!r} is reserved: the module {name}.py would shadow a module the "
-                            "generated code imports (or the package's MODELS)", where)
-    return name
 
 
 def check_text(text: object, where: str, what: str, limit: int = MAX_DESCRIPTION, lines: bool = True) -> str:
@@ -267,9 +231,7 @@ def make_layer(entry: object, where: str) -> LayerSpec:
         raise SpecError(f"layer parameters must be a table, got {given!r}", where)
     params = activations.check_params(rule, given, where)
     if rule.declared and given:  # a user activation: finite and real with these values too
-        from .userblocks import check_activation_values
-
-        check_activation_values(rule, f"{where}: activation {rule.name!r}", params)
+        userblocks.check_activation_values(rule, f"{where}: activation {rule.name!r}", params)
     return LayerSpec(units, rule.name, tuple(sorted(params.items())))
 
 
@@ -420,10 +382,8 @@ def _value_range(layer: LayerSpec, where: str) -> tuple[float, float]:
     """The output activation's range; a SpecError when SymPy cannot find it (user activations)."""
     if not activations.REGISTRY[layer.activation].declared:
         return activations.value_range(layer.activation, layer.param_dict)
-    from .userblocks import TIME_LIMIT, time_limit
-
     try:
-        with time_limit(TIME_LIMIT, f"the range of activation {layer.activation!r}", where):
+        with userblocks.time_limit(userblocks.TIME_LIMIT, f"the range of activation {layer.activation!r}", where):
             return activations.value_range(layer.activation, layer.param_dict)
     except SpecError:
         raise
@@ -488,8 +448,6 @@ def parse_catalogue(text: str, source: str) -> dict[str, ModelSpec]:
     user blocks this text declares. If any model is invalid, the blocks this call registered are
     unregistered again, so a failed load leaves nothing behind.
     """
-    from . import userblocks
-
     if not isinstance(text, str):
         raise SpecError("a catalogue must be text", source)
     check_text(source, source, "the spec source name", limit=200, lines=False)
@@ -516,8 +474,6 @@ def parse_catalogue(text: str, source: str) -> dict[str, ModelSpec]:
 
 
 def _parse_models(text: str, source: str, table: dict, here: set[tuple[str, str]]) -> dict[str, ModelSpec]:
-    from . import userblocks
-
     models: dict[str, ModelSpec] = {}
     folded: dict[str, str] = {}
     for name, body in table.items():

@@ -56,10 +56,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from .blocks import activations, losses, optimizers
+from .blocks import activations, joint, losses, optimizers
 from .errors import BuildError, DeriveError, SpecError, suggest
 from .expr import FUNCTIONS, parse
-from .symbolic import PARAM_SAMPLES, Y_SAMPLES, Z_SAMPLES, y, z
+from .names import check_name
+from .symbolic import PARAM_SAMPLES, Y_SAMPLES, Z_SAMPLES, a, y, z
 
 KINDS = ("activation", "loss", "optimizer")
 ACTIVATION_KEYS = ("expr", "params")
@@ -138,8 +139,6 @@ PARAM_RESERVED = frozenset({"z", "a", "y", "yhat", "e", "pi", "n", "N", "L", "de
 
 
 def _identifier(name: object, where: str, what: str) -> str:
-    from .spec import check_name
-
     check_name(name, where, what)
     if len(name) > MAX_NAME_LENGTH:
         raise SpecError(f"{what} name {name[:20]!r}... is too long (at most {MAX_NAME_LENGTH} characters)", where)
@@ -759,10 +758,7 @@ def register(decls: Sequence[Declaration]) -> list[Declaration]:
 
 
 def _clear_caches() -> None:
-    from . import derivation
-
-    for fn in (activations.forms, activations._value_range, derivation.output_delta_forms,
-               derivation.loss_element):
+    for fn in (activations.forms, activations._value_range, joint.output_delta_forms, joint.loss_element):
         fn.cache_clear()
 
 
@@ -834,8 +830,6 @@ def _printable(expr: sp.Basic, what: str, where: str) -> None:
 
 def _extremes(name: str, forms: activations.ActivationForms, params: Mapping[sp.Symbol, float], where: str) -> None:
     """Warn where the activation's kernel forms are NaN/inf far out although the exact values are finite."""
-    from .symbolic import a
-
     f_kernel = kernel_function(forms.f.xreplace(params), [z])
     d_kernel = kernel_function(forms.derivative.xreplace(params), [z, a])
     f_exact = _exact_function(forms.f.rewrite(sp.log).xreplace(params), [z])
@@ -854,8 +848,6 @@ def check_model(model, where: str) -> None:
     """Run, under :data:`TIME_LIMIT`, the SymPy work the derivation does for the user blocks of
     ``model`` (cached for the build), and check that the result can be printed and is finite
     for the model's parameter values; SpecError otherwise."""
-    from .derivation import loss_element, output_delta_forms
-
     used = used_blocks(model)
     if not used:
         return
@@ -876,9 +868,9 @@ def check_model(model, where: str) -> None:
                 _extremes(layer.activation, forms, values, where)
             out = model.layers[-1].activation
             if {("activation", out), ("loss", model.loss)} & set(used):
-                *_, joint = output_delta_forms(out, model.loss)
-                ell, _ = loss_element(out, model.loss)
-                _printable(joint, f"the output delta of {model.loss}∘{out}", where)
+                *_, delta = joint.output_delta_forms(out, model.loss)
+                ell, _ = joint.loss_element(out, model.loss)
+                _printable(delta, f"the output delta of {model.loss}∘{out}", where)
                 _printable(ell, f"the loss {model.loss} of {out}", where)
             if ("optimizer", model.optimizer.name) in used:
                 eqs = optimizers.REGISTRY[model.optimizer.name].equations()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..errors import SpecError, suggest
+from ..names import check_name
 
 #: Symbols every update equation may use: parameter, gradient, step counter (from 1).
 theta, g, t = sp.symbols("theta g t", real=True)
@@ -132,8 +133,6 @@ def custom(name: str, hyper: Mapping[str, Hyper | float], updates: list[tuple[st
     >>> from derive.blocks.optimizers import custom, theta, g, H, S, Hyper
     >>> sign_sgd = custom("sign_sgd", {"lr": Hyper(0.01, 0.0)}, [("theta", theta - H("lr") * sp.sign(g))])
     """
-    from ..spec import check_name
-
     check_name(name, f"optimizer {name!r}", "optimizer")
     if name in BUILTIN or (name in REGISTRY and REGISTRY[name].declared):
         raise SpecError(f"optimizer {name!r} already exists (built in or declared in "
