@@ -26,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover (Windows: builds are not serialised)
     fcntl = None
 
-from .codegen.render import render_module, render_package_init
+from .codegen.render import RUNTIME_NAME, render_module, render_package_init, runtime_text
 from .derivation import derive_model
 from .errors import BuildError, DeriveError
 from .files import write_atomic
@@ -110,7 +110,8 @@ class BuildResult:
 
 
 def render_all(models: list[ModelSpec], all_models: list[ModelSpec], source: str) -> dict[str, str]:
-    """File name -> text for ``models`` plus the package ``__init__.py`` listing ``all_models``."""
+    """File name -> text for ``models``, the package ``__init__.py`` listing ``all_models`` and the
+    kernel runtime that every model module imports (written verbatim)."""
     files: dict[str, str] = {}
     for model in models:
         try:
@@ -121,6 +122,7 @@ def render_all(models: list[ModelSpec], all_models: list[ModelSpec], source: str
             raise BuildError(f"model {model.name!r} ({model.summary()}): code generation failed: "
                              f"{type(exc).__name__}: {exc}") from exc
     files["__init__.py"] = render_package_init(all_models, source)
+    files[RUNTIME_NAME] = runtime_text()
     return dict(sorted(files.items()))
 
 

@@ -19,7 +19,16 @@ from pathlib import Path
 
 import sympy as sp
 
-from .codegen.render import _Emitter, _environment, _hyper_checks, describe, update_context
+from .codegen.render import (
+    RUNTIME_NAME,
+    _Emitter,
+    _environment,
+    _hyper_ranges,
+    describe,
+    runtime_text,
+    runtime_version,
+    update_context,
+)
 from .derivation import Derivation, update_equations
 from .errors import SpecError
 from .expr import parse
@@ -83,16 +92,21 @@ class Objective:
             "equation_lines": [f"f = {sp.sstr(f)}"]
             + [f"df/d{v} = {sp.sstr(sp.diff(f, syms[v]))}" for v in self.variables]
             + [describe(e) for e in d.equations],
-            "hyper_checks": _hyper_checks(spec.hyper_rules()),
+            "hyper_ranges_repr": _hyper_ranges(spec.hyper_rules()),
+            "runtime_abi": runtime_version()[0], "runtime_sha": runtime_version()[1],
             **upd,
         }
         return _environment().get_template("objective.py.j2").render(**context)
 
     def load(self, folder: str | Path):
-        """Write ``<folder>/<name>.py`` (atomically) and import it."""
+        """Write ``<folder>/<name>.py`` and the kernel runtime beside it (atomically) and import it."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.name}.py"
+        runtime = folder / RUNTIME_NAME
+        text = runtime_text()
+        if not runtime.exists() or runtime.read_text(encoding="utf-8") != text:
+            write_atomic(runtime, text)
         write_atomic(path, self.render())
         mod_name = f"derive_objective_{self.name}"
         spec = importlib.util.spec_from_file_location(mod_name, path)

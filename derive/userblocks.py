@@ -106,7 +106,7 @@ KERNEL_NAMES = frozenset({
     # module globals the kernels and wrappers read
     "math", "numba", "np", "SPEC", "SPEC_HASH", "PARAM_NAMES", "HYPER", "STATE_NAMES", "SCALAR_STATE", "INIT",
     "MODELS", "forward", "loss", "gradients", "step", "train", "permutations", "init_params", "init_state",
-    "DROPOUT", "REGISTER_Z", "INIT_SCHEMES", "train_many", "llvmlite",
+    "DROPOUT", "REGISTER_Z", "INIT_SCHEMES", "train_many", "llvmlite", "HYPER_RANGES", "RUNTIME",
     # kernel arguments and locals
     "X", "Y", "Xb", "Yb", "xs", "ys", "P", "Q", "G", "N", "B", "L", "R", "nb", "n", "e", "b", "s", "r", "row", "i",
     "j", "k",

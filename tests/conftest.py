@@ -30,7 +30,11 @@ def generated():
 
 
 def load_rendered(text: str, name: str, folder: Path):
-    """Import a module rendered into ``folder`` under a unique name."""
+    """Import a module rendered into ``folder`` under a unique name (by its file path, as a
+    top-level module: it loads the kernel runtime written beside it)."""
+    from derive.codegen.render import RUNTIME_NAME, runtime_text
+
+    (folder / RUNTIME_NAME).write_text(runtime_text())
     path = folder / f"{name}.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location(f"_derive_test_{name}_{id(folder)}", path)
@@ -44,7 +48,7 @@ def pure_python(module):
     """Swap the module's Numba kernels for their Python functions (no compilation): the same
     generated source, run by the interpreter. Nested kernel calls resolve to the swapped names."""
     for attr in ("_forward", "_loss", "_backward", "_penalty", "_regularize", "_factors", "_update_one", "_update",
-                 "_batch_step", "_step", "_train", "_permutations", "_epoch_seed", "_train_many"):
+                 "_batch_step", "_step", "_train", "_train_many"):
         kernel = getattr(module, attr, None)
         if kernel is not None and hasattr(kernel, "py_func"):
             setattr(module, attr, kernel.py_func)

@@ -50,11 +50,11 @@ def test_build_twice_is_byte_identical(spec_file, tmp_path):
     assert run("build", "--spec", str(spec_file), "--out", str(out1)).exit_code == 0
     assert run("build", "--spec", str(spec_file), "--out", str(out2)).exit_code == 0
     names = sorted(p.name for p in out1.iterdir())
-    assert names == ["__init__.py", "lin.py", "tiny.py"]
+    assert names == ["__init__.py", "_kernel_runtime.py", "lin.py", "tiny.py"]
     for name in names:
         assert (out1 / name).read_bytes() == (out2 / name).read_bytes()
     again = run("build", "--spec", str(spec_file), "--out", str(out1))
-    assert "0 written, 3 unchanged" in again.output
+    assert "0 written, 4 unchanged" in again.output
 
 
 def test_check_catches_edits_and_missing_files(spec_file, tmp_path):
@@ -76,7 +76,7 @@ def test_only_builds_one_model(spec_file, tmp_path):
     out = tmp_path / "gen"
     result = run("build", "--spec", str(spec_file), "--out", str(out), "--only", "lin")
     assert result.exit_code == 0
-    assert sorted(p.name for p in out.glob("*.py")) == ["__init__.py", "lin.py"]
+    assert sorted(p.name for p in out.glob("*.py")) == ["__init__.py", "_kernel_runtime.py", "lin.py"]
     assert "MODELS = ('lin', 'tiny')" in (out / "__init__.py").read_text()
 
 

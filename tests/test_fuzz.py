@@ -76,8 +76,9 @@ def build_checked(models) -> None:
         result = build(models, models, out, "fuzz.toml")
         files = {p.relative_to(root) for p in root.rglob("*")}
         want = {Path("pkg"), Path("pkg/out")} | {Path("pkg/out") / f"{m.name}.py" for m in models}
-        assert files == want | {Path("pkg/out/__init__.py")}, files
-        assert sorted(p.name for p in result.written) == sorted([f"{m.name}.py" for m in models] + ["__init__.py"])
+        assert files == want | {Path("pkg/out/__init__.py"), Path("pkg/out/_kernel_runtime.py")}, files
+        assert sorted(p.name for p in result.written) == sorted([f"{m.name}.py" for m in models]
+                                                                + ["__init__.py", "_kernel_runtime.py"])
         for path in result.written:
             compile(path.read_text(encoding="utf-8"), str(path), "exec")
 
@@ -306,7 +307,7 @@ def test_hostile_model_names_never_leave_out(name):
         if isinstance(result, dict):
             assert [m.name for m in result.values()] == [name] and name.isidentifier()
             build(list(result.values()), list(result.values()), out, "fuzz.toml")
-            assert {p.name for p in out.iterdir()} == {"__init__.py", f"{name}.py"}
+            assert {p.name for p in out.iterdir()} == {"__init__.py", "_kernel_runtime.py", f"{name}.py"}
             assert {p for p in root.iterdir()} == {out}
         else:
             assert not any(root.iterdir())

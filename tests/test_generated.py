@@ -183,6 +183,7 @@ def test_generated_module_runs_without_jit_and_without_derive(tmp_path):
     numpy/numba on the path (a copy outside the repository, with `derive` made unimportable)."""
     target = tmp_path / "xor_copy.py"
     target.write_text((ROOT / "generated" / "xor.py").read_text())
+    (tmp_path / "_kernel_runtime.py").write_text((ROOT / "generated" / "_kernel_runtime.py").read_text())
     (tmp_path / "derive.py").write_text("raise ImportError('derive must not be needed')\n")
     code = (
         "import numpy as np, xor_copy as m\n"
@@ -197,8 +198,8 @@ def test_generated_module_runs_without_jit_and_without_derive(tmp_path):
         "    r = np.random.default_rng(1); A = r.normal(size=(9, 7)).astype(dt)\n"
         "    B = r.normal(size=(7, 21)).astype(dt); b = r.normal(size=21).astype(dt)\n"
         "    D = r.normal(size=(9, 21)).astype(dt)\n"
-        "    C = np.empty((9, 21), dt); m._tiles(A, B, b, C); assert np.allclose(C, A @ B + b, 1e-5, 1e-5)\n"
-        "    G = np.empty((7, 21), dt); g = np.empty(21, dt); m._tiles_t(A, D, G, g)\n"
+        "    C = np.empty((9, 21), dt); m._rt._tiles(A, B, b, C, False); assert np.allclose(C, A @ B + b, 1e-5, 1e-5)\n"
+        "    G = np.empty((7, 21), dt); g = np.empty(21, dt); m._rt._tiles_t(A, D, G, g)\n"
         "    assert np.allclose(G, A.T @ D, 1e-5, 1e-5) and np.allclose(g, D.sum(axis=0), 1e-5, 1e-5)\n"
         "import numba; assert numba.config.DISABLE_JIT\n"
         "print('ok', v)\n"

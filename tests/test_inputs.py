@@ -231,11 +231,11 @@ def test_two_builds_at_once_equal_one_build(models, tmp_path):
         p.join(120)
         assert p.exitcode == 0
     assert _tree(out) == _tree(single)  # no lock file and no temporary file left, same bytes
-    # Comparing and writing happen under the lock: the first build wrote the three files, the
+    # Comparing and writing happen under the lock: the first build wrote the four files, the
     # others found them current and wrote nothing (unserialised, all would have written).
     events = [line.split() for line in log.read_text().splitlines()]
     assert len({pid for _, pid, _ in events}) == 1, events
-    assert [kind for kind, _, _ in events] == ["start", "end"] * 3
+    assert [kind for kind, _, _ in events] == ["start", "end"] * 4
 
 
 def test_a_held_lock_makes_another_build_wait_then_fail_clearly(models, tmp_path, monkeypatch):
@@ -269,8 +269,8 @@ def test_a_build_waits_for_the_lock(models, tmp_path):
     result = build_mod.build(models, models, out, "locks.toml")
     thread.join()
     assert time.monotonic() - start >= 0.4
-    assert sorted(p.name for p in result.written) == ["__init__.py", "alpha.py", "beta.py"]
-    assert sorted(p.name for p in out.iterdir()) == ["__init__.py", "alpha.py", "beta.py"]
+    assert sorted(p.name for p in result.written) == ["__init__.py", "_kernel_runtime.py", "alpha.py", "beta.py"]
+    assert sorted(p.name for p in out.iterdir()) == ["__init__.py", "_kernel_runtime.py", "alpha.py", "beta.py"]
 
 
 def test_a_lock_file_left_by_a_killed_build_does_not_block(models, tmp_path):
@@ -278,7 +278,7 @@ def test_a_lock_file_left_by_a_killed_build_does_not_block(models, tmp_path):
     out.mkdir()
     (out / build_mod.LOCK_NAME).write_text("")  # flock locks die with their process; the file is harmless
     build_mod.build(models, models, out, "locks.toml")
-    assert sorted(p.name for p in out.iterdir()) == ["__init__.py", "alpha.py", "beta.py"]
+    assert sorted(p.name for p in out.iterdir()) == ["__init__.py", "_kernel_runtime.py", "alpha.py", "beta.py"]
 
 
 def test_check_takes_no_lock_and_writes_nothing(models, tmp_path):
@@ -286,7 +286,8 @@ def test_check_takes_no_lock_and_writes_nothing(models, tmp_path):
     build_mod.build(models, models, out, "locks.toml")
     with build_mod.build_lock(out):
         result = build_mod.build(models, models, out, "locks.toml", check=True)
-    assert result.ok and sorted(p.name for p in out.iterdir()) == ["__init__.py", "alpha.py", "beta.py"]
+    assert result.ok and sorted(p.name for p in out.iterdir()) == [
+        "__init__.py", "_kernel_runtime.py", "alpha.py", "beta.py"]
 
 
 def _read_only(monkeypatch, code=errno.EROFS):
@@ -324,7 +325,7 @@ def test_read_only_but_current_output_still_builds(models, tmp_path, monkeypatch
     build_mod.build(models, models, out, "locks.toml")
     _read_only(monkeypatch)
     result = build_mod.build(models, models, out, "locks.toml")
-    assert not result.written and len(result.unchanged) == 3
+    assert not result.written and len(result.unchanged) == 4
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes to read-only folders")

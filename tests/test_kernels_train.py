@@ -163,7 +163,7 @@ def test_train_many_input_errors(xor_adam, xor_data):
 
 
 def _buffers(m, arrays, n):
-    Zs, As, Ds, Hs, Ms = m._workspace(arrays, n)
+    Zs, As, Ds, Hs, Ms = m._api.workspace(arrays, n)
     fw = [Zs[0], As[0], Hs[0], Ms[0], Zs[1], As[1], Hs[1], Ms[1], Zs[2], As[2]]
     return fw, Zs, As, Ds, Hs, Ms
 

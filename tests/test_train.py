@@ -254,10 +254,10 @@ def test_work_arrays_and_fresh_parameters_start_on_cache_lines():
     one (NumPy aligns to 16 bytes, which made the small network's step 5.2 us or 4.9 by chance)."""
     m = importlib.import_module("generated.xor_adam")
     for shape, dtype in (((3, 5), np.float32), ((0,), np.float64), ((7,), np.float64), ((2, 3, 4), np.float32)):
-        a = m._empty(shape, dtype)
+        a = m._rt._empty(shape, dtype)
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
         assert a.size == 0 or a.ctypes.data % 64 == 0  # (an empty array's address means nothing)
-    filled = m._empty((3, 5), np.float32, np.arange(5.0))
+    filled = m._rt._empty((3, 5), np.float32, np.arange(5.0))
     assert filled.ctypes.data % 64 == 0 and filled.dtype == np.float32 and (filled == np.arange(5.0)).all()
     for dtype in (np.float64, np.float32):
         params = m.init_params(seed=1, dtype=dtype)
@@ -265,7 +265,7 @@ def test_work_arrays_and_fresh_parameters_start_on_cache_lines():
         X, Y = _data(23, dtype)
         m.train(params, state, X, Y, epochs=1, batch_size=5)
         arrays = [*params.values(), *(v for v in state.values() if isinstance(v, np.ndarray))]
-        for item in m._SCRATCH.entry[1]:  # lists and dicts of arrays, and the batch buffers Xb, Yb
+        for item in m._rt._SCRATCH.entry[1]:  # lists and dicts of arrays, and the batch buffers Xb, Yb
             items = [item] if isinstance(item, np.ndarray) else item.values() if isinstance(item, dict) else item
             arrays += [a for a in items if a is not None]
         assert len(arrays) > 20

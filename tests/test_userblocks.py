@@ -116,8 +116,8 @@ def catalogue(blocks: str, act="tanh", out="identity", loss="mse", optimizer="sg
 
 
 def test_spec_with_user_blocks_builds_and_records_them(built):
-    assert sorted(p.name for p in built["out"].iterdir() if p.suffix == ".py") == ["__init__.py", "ub_huber.py",
-                                                                                   "ub_net.py"]
+    assert sorted(p.name for p in built["out"].iterdir() if p.suffix == ".py") == [
+        "__init__.py", "_kernel_runtime.py", "ub_huber.py", "ub_net.py"]
     net = built["modules"]["ub_net"]
     assert net.SPEC["blocks"]["activation"] == {"swish_beta": {"expr": "z * sigmoid(beta * z)",
                                                                "params": {"beta": 1.5}}}
@@ -503,7 +503,7 @@ def test_a_build_writes_only_inside_out(tmp_path):
     result = CliRunner().invoke(cli.main, ["build", "--spec", str(spec), "--out", str(out)])
     assert result.exit_code == 0, result.output
     created = set(tmp_path.rglob("*")) - before
-    assert created == {tmp_path / "deep", out, out / "__init__.py", out / "inside.py"}
+    assert created == {tmp_path / "deep", out, out / "__init__.py", out / "inside.py", out / "_kernel_runtime.py"}
 
 
 def test_allowed_odd_text_still_compiles(tmp_path):

@@ -1,4 +1,5 @@
-"""The generated modules' own exp, log, log1p and tanh (templates/_helpers.py.j2), which the
+"""The kernel runtime's exp, log, log1p and tanh (derive/kernel_runtime.py, written verbatim as
+generated/_kernel_runtime.py and tested here as the generated package ships it), which the
 element loops use instead of libm's so that LLVM vectorises them: accuracy in ulp against mpmath,
 every special value as NumPy has it, and the BLAS product and flat view that replaced np.dot
 and reshape in the kernels without reference counting."""
@@ -15,7 +16,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def helpers(generated):
-    module = generated["xor"]
+    import generated._kernel_runtime as module
 
     def vectorised(fn):
         @numba.njit(error_model="numpy", _nrt=False)
@@ -206,7 +207,7 @@ def test_tiled_matrix_products_are_numpys(generated, shapes, dtype):
     of at most 6, the first with the sums (1 + 8 -> 5 + 4, 1 + 11 -> 6 + 6, 1 + 13 -> 5 + 4 + 5,
     1 + 1 -> 2); and the shapes that go to BLAS instead (more than 2**18 multiply-adds) or to
     _narrow* (fewer columns than a vector)."""
-    module = generated["regression"]
+    import generated._kernel_runtime as module
     rng = np.random.default_rng(1)
     (m, k), (_, n) = shapes
     A, B = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
@@ -223,7 +224,8 @@ def test_tiled_matrix_products_are_numpys(generated, shapes, dtype):
     products = [(lambda C: module._mm(A, B, b, C), forward), (lambda C: module._mm_tn(A, D, C, g), backward),
                 (lambda C: module._mm(At.T, B, b, C), forward), (lambda C: module._mm(A, Bt.T, b, C), forward)]
     if n >= 32 // np.dtype(dtype).itemsize:
-        products += [(lambda C: module._tiles(A, B, b, C), forward), (lambda C: module._tiles_t(A, D, C, g), backward)]
+        products += [(lambda C: module._tiles(A, B, b, C, False), forward),
+                     (lambda C: module._tiles_t(A, D, C, g), backward)]
     for product, (expected, bound) in products:
         C = np.full(expected.shape, np.nan, dtype)
         g[:] = np.nan

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import pprint
+import re
 import textwrap
 from pathlib import Path
 
@@ -25,6 +26,25 @@ from .printer import KernelPrinter, print_assignments
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
 MODULE_TEMPLATE = "module.py.j2"
+#: The kernel runtime: plain Python in the derive package, written verbatim beside the models.
+RUNTIME_SOURCE = Path(__file__).resolve().parent.parent / "kernel_runtime.py"
+#: Its file name in the output package (the model modules import it by this name).
+RUNTIME_NAME = "_kernel_runtime.py"
+
+
+def runtime_text() -> str:
+    """The kernel runtime's source, as ``derive build`` writes it."""
+    return RUNTIME_SOURCE.read_text(encoding="utf-8")
+
+
+def runtime_version(text: str | None = None) -> tuple[int, str]:
+    """(interface, content hash) of the runtime source: what every model module records and
+    checks when it is imported (the runtime computes the same hash of its own file)."""
+    text = runtime_text() if text is None else text
+    abi = re.search(r"^ABI = (\d+)$", text, re.M)
+    if abi is None:
+        raise RuntimeError(f"{RUNTIME_SOURCE} defines no ABI = <int>")
+    return int(abi.group(1)), hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 #: Default initialiser per activation: (scheme, gain) following torch.nn.init.calculate_gain.
 _XAVIER_GAIN = {"tanh": 5 / 3}
@@ -117,18 +137,14 @@ def hoist(exprs: list[sp.Expr], element: set[sp.Symbol]) -> tuple[list[sp.Expr],
     return [visit(e) for e in exprs], table
 
 
-def _hyper_checks(hyper: dict) -> list[str]:
-    checks = []
-    for k, h in hyper.items():
-        conds = []
-        if h.low != float("-inf"):
-            conds.append(f"values[{k!r}] {'>' if h.low_open else '>='} {h.low!r}")
-        if h.high != float("inf"):
-            conds.append(f"values[{k!r}] {'<' if h.high_open else '<='} {h.high!r}")
-        if conds:
-            checks.append(f"if not ({' and '.join(conds)}):")
-            checks.append(f"    _fail(f\"hyperparameter {k} must lie in {h.describe()}, got {{values[{k!r}]!r}}\")")
-    return checks
+def _hyper_ranges(hyper: dict) -> str:
+    """HYPER_RANGES of a module: (low, low open, high, high open, as text) of each bounded hyperparameter."""
+    def bound(x: float) -> str:
+        return "math.inf" if x == float("inf") else "-math.inf" if x == float("-inf") else repr(x)
+
+    items = [f"{k!r}: ({bound(h.low)}, {h.low_open}, {bound(h.high)}, {h.high_open}, {h.describe()!r})"
+             for k, h in hyper.items() if h.low != float("-inf") or h.high != float("inf")]
+    return "{" + ", ".join(items) + "}"
 
 
 def render_module(d: Derivation) -> str:
@@ -187,12 +203,16 @@ def render_module(d: Derivation) -> str:
     in_place = {f"{n}_out": n for n in [*P, *ST, *SC]}
     step_batch_call = ", ".join(in_place.get(n, n) for n in args["batch"])
     # _train alternates the buffers and passes views of the first r rows of the workspaces; xs, ys
-    # are the batch's rows (gathered into Xb, Yb when shuffling, else a slice of X, Y).
+    # are the batch's rows (gathered into Xb, Yb when shuffling, else a slice of X, Y). One call
+    # site of _batch_step, with the buffers of this step chosen before it (two call sites doubled
+    # the code LLVM optimises when _train is compiled).
+    buffered = [*P, *ST, *SC]
     rows = {n: f"{n}[:r]" for n in ZA + D}
     rows.update({"X": "xs", "Y": "ys", "t": "t + 1", "epoch": "epoch0 + e", "drop": "1"})
-    swap = {**{f"{n}_out": n for n in [*P, *ST, *SC]}, **{n: f"{n}_out" for n in [*P, *ST, *SC]}}
-    train_call_a = ", ".join(rows.get(n, n) for n in args["batch"])
-    train_call_b = ", ".join(rows.get(n, swap.get(n, n)) for n in args["batch"])
+    rows.update({n: f"_{n}" for n in buffered})
+    rows.update({f"{n}_out": f"_{n}_out" for n in buffered})
+    train_swaps = [f"_{n}, _{n}_out = ({n}, {n}_out) if flip == 0 else ({n}_out, {n})" for n in buffered]
+    train_step_call = ", ".join(rows.get(n, n) for n in args["batch"])
 
     reg_call = "".join(f", hd[{k!r}]" for k, _ in model.regularization if k in ("l1", "l2"))
 
@@ -264,7 +284,7 @@ def render_module(d: Derivation) -> str:
         "hyper_repr": repr(model.hyper()),
         "optimizer_doc": textwrap.wrap(d.optimizer.doc, 92),
         "hyper_doc": ", ".join(f"{k}={v!r}" for k, v in model.hyper().items()),
-        "hyper_checks": _hyper_checks(model.hyper_rules()),
+        "hyper_ranges_repr": _hyper_ranges(model.hyper_rules()),
         "init_repr": repr(tuple((s, round(gain, 15)) for s, gain in init)),
         "equation_lines": [describe(e) for e in d.equations],
         "L": L,
@@ -282,10 +302,13 @@ def render_module(d: Derivation) -> str:
         **upd,
         "state_names_repr": repr(tuple(rule_eqs.state)),
         "scalar_state_repr": repr(tuple(rule_eqs.scalar_state)),
-        "state_inits": [(n, em.printer.doprint(v)) for n, v in rule_eqs.state.items()],
         "init_hyper": sorted({s.name for v in [*rule_eqs.state.values(), *rule_eqs.scalar_state.values()]
                               for s in v.free_symbols}),
-        "scalar_inits": [(n, em.printer.doprint(v)) for n, v in rule_eqs.scalar_state.items()],
+        "state_init_repr": "{" + ", ".join(f"{n!r}: {em.printer.doprint(v)}" for n, v in rule_eqs.state.items()) + "}",
+        "scalar_init_repr": "{" + ", ".join(f"{n!r}: {em.printer.doprint(v)}"
+                                            for n, v in rule_eqs.scalar_state.items()) + "}",
+        "runtime_abi": runtime_version()[0],
+        "runtime_sha": runtime_version()[1],
         "state_names": list(rule_eqs.state),
         "scalar_names": list(rule_eqs.scalar_state),
         "hyper_args": "".join(f", {h}" for h in H),
@@ -299,8 +322,8 @@ def render_module(d: Derivation) -> str:
         "batch_args": ", ".join(args["batch"]),
         "train_args": ", ".join(args["train"]),
         "step_batch_call": step_batch_call,
-        "train_call_a": train_call_a,
-        "train_call_b": train_call_b,
+        "train_swaps": train_swaps,
+        "train_step_call": train_step_call,
         "train_call": call("train"),
         # train_many() names its stacked arrays as train() names the single ones
         "many_py_call": ", ".join([py[n] for n in args["train"] if n not in H] + ["results"] + (["*hv"] if H else [])),

@@ -203,7 +203,7 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
     dt = np.dtype(ck.params["W1"].dtype if ck is not None else dtype)
     Xtr, Ytr, Xva, Yva = (np.ascontiguousarray(a, dtype=dt) for a in (Xtr, Ytr, Xva, Yva))
 
-    module._hyper(hyper)  # unknown names and bad values fail here, before any work
+    module._api.hyper(hyper)  # unknown names and bad values fail here, before any work
 
     # ---- parameters
     seeds = tuple(seed + k for k in range(restarts))
