@@ -32,17 +32,14 @@ if __package__:
     from . import _kernel_runtime as _rt
 else:  # loaded from its file path, outside its package: the runtime is the file beside it
     import importlib.util as _util
-    import os as _os
+    import pathlib as _pathlib
     import sys as _sys
 
     _rt = _sys.modules.get("_kernel_runtime_187955db8c67578d")
-    if _rt is None:
-        _path = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "_kernel_runtime.py")
-        if not _os.path.exists(_path):
-            raise ImportError(f"{__file__} needs the kernel runtime _kernel_runtime.py beside it (copy both files)")
-        _spec = _util.spec_from_file_location("_kernel_runtime_187955db8c67578d", _path)
-        _rt = _util.module_from_spec(_spec)
-        _sys.modules[_spec.name] = _rt
+    if _rt is None:  # (without the file, FileNotFoundError names it)
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_187955db8c67578d",
+                                              _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
+        _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).

@@ -78,7 +78,8 @@ class FitResult:
     def summary(self) -> str:
         m = self.metrics
         lines = [f"model {self.name}: {m['epochs']} epochs in {m['wall_time']:.2f} s "
-                 f"({m['steps']} steps, {m['restarts']} run{'s' if m['restarts'] > 1 else ''})"]
+                 f"({m['steps']} steps, {m['restarts']} run{'s' if m['restarts'] > 1 else ''}; "
+                 f"compiling or loading the kernels took {m.get('compile_time', 0.0):.2f} s before)"]
         for part in ("train", "val"):
             if f"{part}_loss" in m:
                 text = f"  {part + ' loss':<11}{m[f'{part}_loss']:.6g}"
@@ -93,6 +94,20 @@ class FitResult:
                          f"max {m['spread_max']:.6g}" + (f", {m['diverged_runs']} diverged"
                                                          if m.get("diverged_runs") else ""))
         return "\n".join(lines)
+
+
+def _compile(module, runs, X, Y, batch_size, hyper) -> float:
+    """Seconds to compile the kernels a fit calls (or load them from Numba's cache): a call of
+    zero epochs on copies of the first run, so that the training time reported is training only."""
+    tick = time.perf_counter()
+    params = {k: v.copy() for k, v in runs[0][0].items()}
+    state = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in runs[0][1].items()}
+    if len(runs) > 1:
+        module.train_many([params], [state], X, Y, epochs=0, batch_size=batch_size, **hyper)
+    else:
+        module.train(params, state, X, Y, epochs=0, batch_size=batch_size, **hyper)
+    module.loss(params, X[:1], Y[:1], **hyper)
+    return time.perf_counter() - tick
 
 
 def _matrix(a: object, name: str, cols: int | None = None) -> np.ndarray:
@@ -227,6 +242,7 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
     alive = [True] * R
     stopped: list[dict | None] = [None] * R
     first_epoch = int(runs[0][1]["epoch"])
+    compile_time = _compile(module, runs, Xtr, Ytr, batch_size, hyper)
     start = time.perf_counter()
     steps = 0
     if progress:
@@ -274,7 +290,7 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
     # ---- the verdict
     best = _best(history, alive, epochs)
     params, state = runs[best]
-    metrics = {"epochs": done, "wall_time": wall, "steps": steps, "restarts": R,
+    metrics = {"epochs": done, "wall_time": wall, "compile_time": compile_time, "steps": steps, "restarts": R,
                "select_by": "validation" if len(Xva) else "training"}
     result = FitResult(module, params, state, scaler, history, metrics, best, seeds,
                        settings={"epochs": epochs, "batch_size": batch_size, "seed": seed, "val_split": val_split,
