@@ -118,7 +118,7 @@ KERNEL_NAMES = frozenset({
     # locals of init_state (initial values of state read hyperparameters into locals there) and
     # the parameters of the public functions (hyperparameters are their keyword arguments)
     "arrays", "values", "state", "pname", "arr", "params", "hyper",
-    # the kernel helpers' typing and lowering functions (templates/_helpers.py.j2)
+    # the kernel helpers' typing and lowering functions (derive/kernel_runtime.py)
     "fn", "typer", "lower", "arg_types", "context", "builder", "signature", "args", "src", "dst", "x", "v",
     "factors",
     # constants and variables of the expression language

@@ -530,12 +530,14 @@ def _tiles(A, B, bias, C, relu):
     1-vector tiles and then one by one. 64x10 @ 10x32 + b took 1.02 us in float64 and 0.52 in
     float32, against 1.52 and 0.84 for loops that LLVM vectorised along B's rows (no tile of sums
     in registers) and 1.8 / 1.2 for OpenBLAS (without the bias); 64x32 @ 32x32 3.0 / 1.5 us against
-    4.4 / 2.5 for OpenBLAS. With relu,
-    C = max(A @ B + bias, 0): a hidden ReLU layer's activations, stored from the tiles' registers,
-    its pre-activations nowhere (the backward pass reads a > 0).
-    The small network's 64x10 @ 10x32 + b and its ReLU took 1.02 + 0.20 us in float64 as a
-    product and a pass of their own, 1.04 in one (storing both Z and A from the registers took 1.29:
-    the stores, one a cycle, are what such a pass costs)."""
+    4.4 / 2.5 for OpenBLAS.
+
+    With relu, C = max(A @ B + bias, 0): a hidden ReLU layer's activations, stored from the tiles'
+    registers, its pre-activations nowhere (the backward pass reads a > 0). The small network's
+    64x10 @ 10x32 + b and its ReLU took 1.02 + 0.20 us in float64 as a product and a pass of their
+    own, 1.04 in one (storing both Z and A from the registers took 1.29: the stores, one a cycle,
+    are what such a pass costs). relu is a run-time flag: the tile taken is chosen per tile, a
+    branch the CPU predicts, against the multiply-adds of a whole row of A per tile."""
     M, K = A.shape
     N = B.shape[1]
     L = _lanes(B)

@@ -32,9 +32,14 @@ def generated():
 def load_rendered(text: str, name: str, folder: Path):
     """Import a module rendered into ``folder`` under a unique name (by its file path, as a
     top-level module: it loads the kernel runtime written beside it)."""
-    from derive.codegen.render import RUNTIME_NAME, runtime_text
+    from derive.codegen.render import RUNTIME_NAME, runtime_text, runtime_version
 
     (folder / RUNTIME_NAME).write_text(runtime_text())
+    # A module loaded by path uses the runtime registered under _kernel_runtime_<sha> when there is
+    # one: the committed package's, whose compiled code (cached beside it) every test then shares,
+    # instead of compiling the same runtime again in each test's folder.
+    shared = importlib.import_module("generated._kernel_runtime")
+    sys.modules.setdefault(f"_kernel_runtime_{runtime_version()[1]}", shared)
     path = folder / f"{name}.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location(f"_derive_test_{name}_{id(folder)}", path)

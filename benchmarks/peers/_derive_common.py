@@ -27,10 +27,11 @@ def module_for(config, optimizer: str):
     name = f"bench_{config.name}_{optimizer}"
     model = derive.Model(name, config.sizes[0], layers, config.loss, opt)
     path = BUILD_DIR / f"{name}.py"
-    text = derive.build.render_all([model], [model], "benchmarks")[f"{name}.py"]
-    if not path.exists() or path.read_text() != text:
-        BUILD_DIR.mkdir(exist_ok=True)
-        derive.build.write_atomic(path, text)
+    files = derive.build.render_all([model], [model], "benchmarks")
+    BUILD_DIR.mkdir(exist_ok=True)
+    for file in (derive.build.RUNTIME_NAME, f"{name}.py"):  # the module and the kernel runtime it loads
+        if not (BUILD_DIR / file).exists() or (BUILD_DIR / file).read_text() != files[file]:
+            derive.build.write_atomic(BUILD_DIR / file, files[file])
     spec_ = importlib.util.spec_from_file_location(f"_derive_bench_{name}", path)
     module = importlib.util.module_from_spec(spec_)
     sys.modules[spec_.name] = module

@@ -2,7 +2,7 @@
 for Piecewise (never ``numpy.select``), float literals, overflow-free softplus and sigmoid.
 
 exp, log, log1p, tanh and softplus print as the generated module's vectorisable ``_exp``, ``_log``,
-``_log1p``, ``_tanh`` and ``_softplus`` (see ``templates/_helpers.py.j2``); :data:`VECTOR_MATH` maps them to
+``_log1p``, ``_tanh`` and ``_softplus`` (see ``derive/kernel_runtime.py``); :data:`VECTOR_MATH` maps them to
 NumPy's for evaluating printed code in Python."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class KernelPrinter(PythonCodePrinter):
 
     def _print_Mul(self, expr):
         # a product with an indicator: _mask(rest, c), which is rest * c computed as a select (see
-        # _mask in templates/_helpers.py.j2: the small network's ReLU backward loop took 0.56 us
+        # _mask in derive/kernel_runtime.py: the small network's ReLU backward loop took 0.56 us
         # with the bool multiplying, 0.37 with the select)
         marks = [a for a in expr.args if _indicator(a)]
         if not marks:
