@@ -26,7 +26,7 @@ Equations, as computed (`derive show regression` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=regression template=module.py.j2 spec-hash=4d545c83d67b4f5d runtime=ccdec8b983ccda05
+# derive: spec=derive.toml model=regression template=module.py.j2 spec-hash=4d545c83d67b4f5d runtime=c81c44010e23ce4b
 
 import math
 
@@ -40,15 +40,15 @@ else:  # loaded from its file path, outside its package: the runtime is the file
     import pathlib as _pathlib
     import sys as _sys
 
-    _rt = _sys.modules.get("_kernel_runtime_ccdec8b983ccda05")
+    _rt = _sys.modules.get("_kernel_runtime_c81c44010e23ce4b")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_ccdec8b983ccda05",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_c81c44010e23ce4b",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "ccdec8b983ccda05")
+RUNTIME = (1, "c81c44010e23ce4b")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products and the training loop's pieces run the

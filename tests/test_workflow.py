@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import re
 
 import numpy as np
 import pytest
@@ -45,6 +46,7 @@ def test_train_cli_on_bundled_breast_cancer_saves_and_predicts(runner, tmp_path,
     assert "derive show breast_cancer" in out and "generated/breast_cancer.py lists every equation" in out
     assert "epoch 4/8" in out and "epoch 8/8" in out
     assert "val loss" in out and "accuracy" in out and "8 epochs in" in out
+    assert re.search(r"compiling or loading the kernels took \d+\.\d\d s before", out), out
     ck = load_checkpoint(save)
     assert ck.name == "breast_cancer" and ck.standardizer is not None and ck.state["epoch"] == 8
     assert ck.meta["targets"] == ["malignant"] and ck.meta["metrics"]["val_accuracy"] > 0.85
