@@ -83,9 +83,11 @@ def build(spec: str, out: str | None, only: tuple[str, ...], check: bool) -> Non
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("name")
 @click.option("--data", metavar="FILE.csv|NAME",
-              help="A CSV file with a header row, or a bundled data set: xor, moons, circles, breast_cancer, "
-                   "diabetes [default: NAME when it is one].")
-@click.option("--target", metavar="COL[,COL...]", help="The CSV column(s) to predict (required with a CSV file).")
+              help="A CSV file with a header row, or a bundled data set: xor, moons, circles, spiral, "
+                   "breast_cancer, diabetes, iris, wine, digits [default: NAME when it is one].")
+@click.option("--target", metavar="COL[,COL...]", help="The CSV column(s) to predict (required with a CSV file); "
+                                                        "for a softmax model one column of class labels (numbers "
+                                                        "or text) or a column per class of probabilities.")
 @spec_option
 @click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
@@ -112,13 +114,18 @@ def build(spec: str, out: str | None, only: tuple[str, ...], check: bool) -> Non
 @click.option("--resume", type=click.Path(), metavar="FILE.npz", help="Continue a saved run (parameters, optimizer "
                                                                        "state and standardisation).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), metavar="N",
+              help="Early stopping: stop when the validation loss has not improved for N epochs and restore the "
+                   "parameters (and optimizer state) of the best epoch.")
 @click.pass_context
 def train(ctx: click.Context, name: str, data: str | None, target: str | None, spec: str, epochs: int,
           batch_size: int, lr: float | None, seed: int | None, val_split: float | None, standardize: bool,
           restarts: int,
           init: str | None, save: str | None, plot: str | None, log_every: int | None, resume: str | None,
-          dtype: str) -> None:
-    """Train model NAME on data and report: progress, final loss and accuracy, warnings.
+          dtype: str, patience: int | None) -> None:
+    """Train model NAME on data and report: progress, the final loss, and the metrics (accuracy, log
+    loss, per-class precision / recall / F1 and the confusion matrix for a classifier; RMSE, MAE,
+    MAPE and R² for regression), warnings.
 
     Exit status 3 when the loss diverges (NaN or infinite): the message says where and what to try,
     and nothing is saved.
@@ -128,7 +135,7 @@ def train(ctx: click.Context, name: str, data: str | None, target: str | None, s
     train_command(name, data=data, target=target, spec=None if spec == DEFAULT_SPEC and not Path(spec).exists()
                   else spec, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_split=val_split,
                   standardize=standardize, restarts=restarts, init=init, save=save, plot=plot, log_every=log_every,
-                  resume=resume, dtype=dtype, extra=list(ctx.args))
+                  resume=resume, dtype=dtype, extra=list(ctx.args), patience=patience)
 
 
 @main.command()
@@ -138,7 +145,11 @@ def train(ctx: click.Context, name: str, data: str | None, target: str | None, s
 @spec_option
 @click.option("-o", "--output", "out", type=click.Path(), help="Write the predictions here as CSV [default: stdout].")
 def predict(checkpoint: str, data: str, target: str | None, spec: str, out: str | None) -> None:
-    """Predict with a model saved by `derive train --save FILE.npz`."""
+    """Predict with a model saved by `derive train --save FILE.npz`.
+
+    A classifier writes each row's predicted label and a probability per class (p_<class>); a
+    binary model the label and the probability of class 1.
+    """
     from derive.runtime.command import predict_command
 
     predict_command(checkpoint, data, target, None if spec == DEFAULT_SPEC and not Path(spec).exists() else spec, out)

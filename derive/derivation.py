@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .blocks import activations, losses, optimizers, schedules
+from .blocks import activations, losses, optimizers, schedules, softmax
 from .blocks.joint import loss_element, output_delta_forms  # re-exported: derive.derivation's names as before
 from .spec import ModelSpec
 from .symbolic import a, z
@@ -129,7 +129,6 @@ def derive_model(model: ModelSpec) -> Derivation:
     A = {0: sp.MatrixSymbol("A_0", N, width(0))}
     for l, layer in enumerate(model.layers, start=1):
         rule = activations.REGISTRY[layer.activation]
-        forms = activations.forms(layer.activation)
         W = mat("W", l, width(l - 1), width(l))
         b = mat("b", l, 1, width(l))
         Z = mat("Z", l, N, width(l))
@@ -138,6 +137,14 @@ def derive_model(model: ModelSpec) -> Derivation:
                             "affine", l, "pre-activation" + (" (A_0 = X)" if l == 1 else "")))
         to_layer = layer_symbols(model, l)
         act_values.update({to_layer[rule.symbols()[k]]: v for k, v in layer.params})
+        if rule.vector:  # softmax: each output reads its whole row
+            sm = softmax.forms(l, width(l))
+            eqs.append(Equation(f"forward.a{l}", "forward", softmax.indexed("a", l, softmax.j), sm.shifted,
+                                "softmax", l, f"softmax over each row of Z_{l}, computed with the row's "
+                                f"largest logit m_{l} subtracted (every exponent <= 0: no overflow)",
+                                steps=(sm.definition,)))
+            continue
+        forms = activations.forms(layer.activation)
         eqs.append(Equation(f"forward.a{l}", "forward", elem("a", l), forms.f.xreplace(to_layer),
                             "elementwise", l, f"{layer.activation} activation, elementwise"))
         if dropout_rate(model, l):
@@ -149,26 +156,12 @@ def derive_model(model: ModelSpec) -> Derivation:
             A[l] = mat("H", l, N, width(l))
 
     out = model.layers[-1]
-    to_out = layer_symbols(model, L)
-    ell_expr, from_logits = loss_element(out.activation, model.loss)
-    scale = 1 / (N * width(L))
-    i, j = sp.symbols("i j", integer=True, positive=True)
-    ell_ij = sp.Function("ell")(sp.Symbol("yhat_ij"), sp.Symbol("y_ij"))
-    eqs.append(Equation("loss", "loss", sp.Symbol("L"),
-                        scale * sp.Sum(ell_ij, (i, 1, N), (j, 1, width(L))),
-                        "mean", L, f"mean of {model.loss} over all N·n_{L} elements"))
-    raw_ell = losses.REGISTRY[model.loss].expr
-    eqs.append(Equation("loss.element", "loss", sp.Symbol("ell"), ell_expr.xreplace(to_out),
-                        "elementwise", L,
-                        "computed from the logit z (stable for every finite z)" if from_logits
-                        else "computed from the prediction",
-                        steps=(raw_ell.subs(losses.yhat, elem("a", L)),)))
-
-    dl, fp, product, joint = output_delta_forms(out.activation, model.loss)
-    eqs.append(Equation(f"delta{L}", "output_delta", elem("delta", L),
-                        (scale * joint).xreplace(to_out), "elementwise", L,
-                        "∂L/∂z_L, loss and output activation simplified jointly",
-                        steps=tuple(e.xreplace(to_out) for e in (dl, fp, product))))
+    # the loss's options (Huber's delta) are build-time constants, substituted like activation parameters
+    act_values.update(losses.REGISTRY[model.loss].values(model.loss_options))
+    if activations.REGISTRY[out.activation].vector:
+        eqs += softmax_equations(model)
+    else:
+        eqs += output_equations(model)
 
     for l in range(L, 0, -1):
         if l < L:
@@ -196,7 +189,102 @@ def derive_model(model: ModelSpec) -> Derivation:
     eqs += penalty_equations(model)
     eqs.sort(key=lambda e: SECTIONS.index(e.section))
     eqs += update_equations(model)
-    return Derivation(model, tuple(eqs), act_values, from_logits)
+    return Derivation(model, tuple(eqs), act_values, True if activations.REGISTRY[out.activation].vector
+                      else loss_element(out.activation, model.loss)[1])
+
+
+def output_equations(model: ModelSpec) -> list[Equation]:
+    """The loss and the output delta of an elementwise output activation."""
+    L = model.depth
+    out = model.layers[-1]
+    to_out = layer_symbols(model, L)
+    eqs: list[Equation] = []
+    ell_expr, from_logits = loss_element(out.activation, model.loss)
+    scale = 1 / (N * width(L))
+    i, j = sp.symbols("i j", integer=True, positive=True)
+    ell_ij = sp.Function("ell")(sp.Symbol("yhat_ij"), sp.Symbol("y_ij"))
+    eqs.append(Equation("loss", "loss", sp.Symbol("L"),
+                        scale * sp.Sum(ell_ij, (i, 1, N), (j, 1, width(L))),
+                        "mean", L, f"mean of {model.loss_text()} over all N·n_{L} elements"))
+    raw_ell = losses.REGISTRY[model.loss].expr
+    eqs.append(Equation("loss.element", "loss", sp.Symbol("ell"), ell_expr.xreplace(to_out),
+                        "elementwise", L,
+                        "computed from the logit z (stable for every finite z)" if from_logits
+                        else "computed from the prediction"
+                        + (" in a form that cannot overflow" if losses.REGISTRY[model.loss].computed is not None
+                           else ""),
+                        steps=(raw_ell.subs(losses.yhat, elem("a", L)),)))
+    dl, fp, product, joint = output_delta_forms(out.activation, model.loss)
+    eqs.append(Equation(f"delta{L}", "output_delta", elem("delta", L),
+                        (scale * joint).xreplace(to_out), "elementwise", L,
+                        "∂L/∂z_L, loss and output activation simplified jointly",
+                        steps=tuple(e.xreplace(to_out) for e in (dl, fp, product))))
+    return eqs
+
+
+def loss_option(model: ModelSpec, name: str, default=None):
+    """The value of the loss option ``name`` (label_smoothing, class_weights, ...) or ``default``."""
+    return dict(getattr(model, "loss_options", ())).get(name, default)
+
+
+def softmax_equations(model: ModelSpec) -> list[Equation]:
+    r"""Categorical cross-entropy after a softmax output, its targets and the joint output delta.
+
+    The targets t are the rows of Y, smoothed (label_smoothing ε: (1 - ε) y + ε / n_L) and weighted
+    by the class weight w_j of their column when those options are given. The mean is over the N
+    rows (PyTorch's reduction='mean'), or with class weights over the rows' weights
+    Ω = Σ_i Σ_j w_j y_ij (PyTorch's weighted mean for class-index targets).
+    """
+    L = model.depth
+    nL = width(L)
+    sm = softmax.forms(L, nL)
+    eps = loss_option(model, "label_smoothing", 0.0)
+    weights = loss_option(model, "class_weights")
+    y = sp.Symbol("y", real=True)
+    target = y
+    if eps:
+        target = (1 - sp.Float(eps)) * y + sp.Float(eps) / nL
+    if weights:
+        target = softmax.w * target
+    eqs: list[Equation] = []
+    i, j = sp.symbols("i j", integer=True, positive=True)
+    ell_ij = sp.Function("ell")(sp.Symbol("yhat_ij"), sp.Symbol("y_ij"))
+    total = sp.Sum(ell_ij, (i, 1, N), (j, 1, nL))
+    Omega = sp.Symbol("Omega", positive=True)
+    scale = 1 / Omega if weights else 1 / N
+    eqs.append(Equation("loss", "loss", sp.Symbol("L"), scale * total, "mean", L,
+                        "sum of the N rows' cross-entropies, divided by the sum of the rows' weights"
+                        if weights else "mean over the N rows (not the N·n_L elements)"))
+    if weights:
+        wy = sp.Sum(sp.Symbol("w_j") * sp.Symbol("y_ij"), (i, 1, N), (j, 1, nL))
+        eqs.append(Equation("loss.weight", "loss", Omega, wy, "row_weight", L,
+                            "Σ_i w_{c_i} for one-hot rows of classes c_i"))
+    if target is not y:
+        parts = ([f"smoothed with ε = {eps:g}"] if eps else []) + (["weighted by the class weight w of its column"]
+                                                               if weights else [])
+        eqs.append(Equation("loss.target", "loss", softmax.t, target, "elementwise", L,
+                            "the target of each element, " + " and ".join(parts)))
+    lse = softmax.row_symbol("lse", L)
+    eqs.append(Equation("loss.lse", "loss", lse, sm.lse, "row", L,
+                        f"log-sum-exp of each row of Z_{L}, from the forward pass: lse_{L} = m_{L} - log a at the "
+                        "row's largest logit (where a >= 1/n_L, so the logarithm is exact)"))
+    t_el = softmax.t if target is not y else y
+    eqs.append(Equation("loss.element", "loss", sp.Symbol("ell"), t_el * (lse - elem("z", L)), "elementwise", L,
+                        "computed from the logits: finite for every finite z",
+                        steps=(-t_el * sp.log(elem("a", L)),)))
+    # the joint delta: SymPy's general form a_k tau - t_k (found and checked in blocks.softmax);
+    # tau = Σ_j t_j is 1 when every target row sums to 1 and there are no class weights
+    general = sm.joint
+    ak, tk = softmax.indexed("a", L, softmax.k), softmax.indexed("t", None, softmax.k)
+    element = general.xreplace({ak: elem("a", L), tk: t_el})
+    if not weights:
+        element = element.xreplace({softmax.tau: 1})
+    found = softmax.found_joint()
+    eqs.append(Equation(f"delta{L}", "output_delta", elem("delta", L), scale * element, "elementwise", L,
+                        "∂L/∂z_L, cross-entropy and softmax simplified jointly"
+                        + ("" if weights else " (each target row sums to 1, so τ = 1)"),
+                        steps=(sm.dl_da, sm.jacobian, sm.chain, general, found)))
+    return eqs
 
 
 #: Symbols of the update section besides the optimizer's own.

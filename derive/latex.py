@@ -32,8 +32,8 @@ import jinja2
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from .blocks import activations, optimizers
-from .derivation import Derivation, Equation, derive_model, dropout_rate, layer_symbols
+from .blocks import activations, losses, optimizers
+from .derivation import Derivation, Equation, derive_model, dropout_rate, layer_symbols, loss_option
 from .errors import DeriveError
 from .spec import ModelSpec
 from .text import OVERWRITES, ReadingOrder, width
@@ -109,6 +109,8 @@ class DerivationPrinter(ReadingOrder, LatexPrinter):
         name = SYMBOL_NAMES.get(expr.name)
         if name is not None:
             return name
+        if expr.name.startswith("lse_"):
+            return r"\operatorname{lse}_{%s}" % expr.name[4:]
         if expr.name.startswith("dL/d"):
             return r"\partial L / \partial %s" % self._deal_with_super_sub(expr.name[4:])
         return super()._print_Symbol(expr, style)
@@ -295,7 +297,8 @@ def _forward_section(d: Derivation) -> Section:
     rows = []
     for l in range(1, d.model.depth + 1):
         rows.append(row(d.eq(f"forward.z{l}")))
-        rows.append(row(d.eq(f"forward.a{l}")))
+        if d.eq(f"forward.a{l}").kind != "softmax":  # (softmax: shown with its definition below)
+            rows.append(row(d.eq(f"forward.a{l}")))
         if any(e.key == f"forward.h{l}" for e in d.equations):
             rows.append(row(d.eq(f"forward.h{l}")))
     s.display(*rows)
@@ -306,20 +309,105 @@ def _forward_section(d: Derivation) -> Section:
                    f"$m_{{{l}}} = 1/(1 - {p})$, drawn per element and step; $m_{{{l}}} = 1$ at prediction; the "
                    f"next layer reads $H_{{{l}}}$, and the backward recursion multiplies by the same mask "
                    f"$m_{{{l}}}$.")
-    s.text("The prediction is $\\hat{Y} = A_{%d}$." % d.model.depth)
+    L = d.model.depth
+    a_eq = d.eq(f"forward.a{L}")
+    if a_eq.kind == "softmax":
+        s.text(f"The output layer is a softmax: a vector activation that turns each row of logits $Z_{L}$ into "
+               f"class probabilities (positive, summing to 1). Its definition, and the form that is computed, "
+               f"with the row's largest logit $m_{L} = \\max_k z_{{{L},k}}$ subtracted so that every exponent is "
+               f"at most 0 and nothing overflows (the factor $e^{{-m_{L}}}$ cancels; SymPy checks both are equal):")
+        s.display(row(a_eq, part="steps[0]"), Row("", "=", [tex(a_eq.rhs)], a_eq.key, a_eq, "rhs"))
+    s.text("The prediction is $\\hat{Y} = A_{%d}$." % L)
     return s
+
+
+def _softmax_loss_section(d: Derivation, s: Section) -> None:
+    """The cross-entropy of a softmax output: the mean over rows, the targets, the stable form."""
+    L = d.model.depth
+    names = {e.key for e in d.equations}
+    weighted = "loss.weight" in names
+    s.text(f"Categorical cross-entropy: for each row, $-\\sum_j t_j \\log a_{{{L},j}}$ against the target row "
+           "$t$ (one-hot or class probabilities), summed over the row's elements $\\ell$ and "
+           + ("divided by the sum $\\Omega$ of the rows' class weights (PyTorch's weighted mean for "
+              "class-index targets):" if weighted else
+              f"averaged over the $N$ rows (PyTorch's `reduction='mean'`: divided by $N$, not by "
+              f"$N n_{L}$):"))
+    s.display(row(d.eq("loss")))
+    if weighted:
+        s.display(row(d.eq("loss.weight")))
+    if "loss.target" in names:
+        eps = loss_option(d.model, "label_smoothing", 0.0)
+        parts = []
+        if eps:
+            parts.append(f"label smoothing $\\varepsilon = {_num(eps)}$ mixes each target row with the uniform "
+                         f"distribution, $(1 - \\varepsilon) y + \\varepsilon / n_{L}$")
+        if weighted:
+            parts.append("each element is weighted by the class weight $w$ of its column")
+        s.text("The targets: " + "; ".join(parts) + ":")
+        s.display(row(d.eq("loss.target")))
+    el = d.eq("loss.element")
+    s.text(f"Each element's term as defined, and as computed: since $\\log a_{{{L},j}} = z_{{{L},j}} - "
+           f"\\operatorname{{lse}}_{L}$ with the row's log-sum-exp below, the logarithm of a probability is "
+           "never taken where it could underflow to $\\log 0$, and the loss is finite for every finite logit "
+           "(at logits of $\\pm 10^4$ a probability of $e^{-20000}$ is 0 in floating point, but "
+           "$\\operatorname{lse} - z$ is exact):")
+    s.display(row(el, part="steps[0]"), Row("", "=", [tex(el.rhs)], el.key, el, "rhs"))
+    lse = d.eq("loss.lse")
+    s.text(f"The log-sum-exp is not computed again: at the row's largest logit the forward pass stored "
+           f"$a = 1 / \\sum_k e^{{z_{{{L},k}} - m_{L}}} \\ge 1/n_{L}$, so "
+           f"$\\operatorname{{lse}}_{L} = m_{L} - \\log a$ there, a logarithm of a number in $[1/n_{L}, 1]$:")
+    s.display(row(lse))
+
+
+def _softmax_delta_section(d: Derivation, s: Section) -> None:
+    """The Jacobian of softmax and the joint simplification with cross-entropy."""
+    L = d.model.depth
+    eq = d.eq(f"delta{L}")
+    dl, jac, chain, general, found = eq.steps
+    s.text(f"Softmax mixes a row: each output $a_{{{L},j}}$ depends on every logit $z_{{{L},k}}$ of its row, so "
+           "the chain rule goes through its Jacobian. SymPy differentiates the definition and rewrites the "
+           "result in the outputs; as a matrix it is $\\operatorname{diag}(a) - a a^{\\top}$ "
+           "($\\delta_{jk}$ is 1 when $j = k$, else 0):")
+    da = r"\frac{\partial \ell}{\partial a_{%d,j}}" % L
+    dz = r"\frac{\partial a_{%d,j}}{\partial z_{%d,k}}" % (L, L)
+    dlz = r"\frac{\partial \ell}{\partial z_{%d,k}}" % L
+    s.display(row(eq, da, "steps[0]"), row(eq, dz, "steps[1]"))
+    s.text(f"The chain rule sums over the row; the $a_{{{L},j}}$ cancel, and with $\\tau = \\sum_j t_j$ the "
+           "sum of the target row:")
+    s.display(row(eq, r"%s = \sum_j %s %s" % (dlz, da, dz), "steps[2]"),
+              Row("", "=", [tex(general)], "", eq, "steps[3]"))
+    s.text(f"SymPy finds this form itself: differentiating the cross-entropy of an explicit row of three "
+           f"logits by the first and rewriting it in the outputs gives ${tex(found)}$; the general form is "
+           f"checked equal to SymPy's derivative at every $k$ for rows of 2 to 5 logits.")
+    if "loss.weight" in {e.key for e in d.equations}:
+        s.text("With class weights $\\tau$ differs from row to row and is computed per row; with the factor "
+               "$1/\\Omega$ of the weighted mean, this is what the code computes:")
+    else:
+        s.text("Every target row sums to 1 (label smoothing keeps it so), so $\\tau = 1$ and the delta is the "
+               "prediction minus the target, as for binary cross-entropy after a sigmoid; with the factor "
+               "$1/N$ of the mean, this is what the code computes:")
+    s.display(row(eq, r"\delta_{%d} = \frac{\partial L}{\partial z_{%d}}" % (L, L)))
 
 
 def _loss_section(d: Derivation) -> Section:
     m = d.model
     L = m.depth
     s = Section("Loss")
+    if d.eq(f"forward.a{L}").kind == "softmax":
+        _softmax_loss_section(d, s)
+        return s
+    rule = losses.REGISTRY[m.loss]
+    values = "".join(f", ${tex(sym)} = {_num(v)}$" for sym, v in rule.values(m.loss_options).items())
     s.text(f"The mean over all $N n_{L}$ elements (PyTorch's `reduction='mean'`) of the per-element loss "
-           f"$\\ell$ ({_loss_name(m.loss)}):")
+           f"$\\ell$ ({_loss_name(m.loss)}{values}):")
     s.display(row(d.eq("loss")))
     el = d.eq("loss.element")
     raw = el.steps[0] if el.steps else el.rhs
-    if raw != el.rhs:
+    if raw != el.rhs and rule.computed is not None and not d.loss_from_logits:
+        s.text(f"With $\\hat{{y}} = a_{L}$ and $d = \\hat{{y}} - y$, the loss as defined and the form that is "
+               f"computed: {rule.computed_doc}")
+        s.display(row(el, part="steps[0]"), Row("", "=", [tex(el.rhs)], el.key, el, "rhs"))
+    elif raw != el.rhs:
         s.text(f"With $\\hat{{y}} = a_{L}$, the loss as defined, and the form that is computed from the "
                f"logit $z_{L}$: the logarithms of the squashed output are rewritten through "
                "$\\operatorname{softplus}(x) = \\log(1 + e^{x})$, evaluated as "
@@ -336,7 +424,8 @@ def _loss_section(d: Derivation) -> Section:
 
 
 def _loss_name(name: str) -> str:
-    return {"mse": "mean squared error", "bce": "binary cross-entropy"}.get(name, name)
+    return {"mse": "mean squared error", "bce": "binary cross-entropy", "mae": "mean absolute error",
+            "huber": "Huber loss", "smooth_l1": "smooth L1 loss", "log_cosh": "log-cosh loss"}.get(name, name)
 
 
 def _output_delta_section(d: Derivation) -> Section:
@@ -344,6 +433,9 @@ def _output_delta_section(d: Derivation) -> Section:
     out = d.model.layers[-1].activation
     eq = d.eq(f"delta{L}")
     s = Section("Output-layer delta")
+    if d.eq(f"forward.a{L}").kind == "softmax":
+        _softmax_delta_section(d, s)
+        return s
     s.text(f"The chain rule through the output activation ({out}) and the loss, per element, with "
            f"$a_{L} = f_{L}(z_{L})$:")
     da = r"\frac{\partial \ell}{\partial a_{%d}}" % L

@@ -5,7 +5,7 @@ The TOML shape is the contract::
     [model.xor]
     inputs = 2
     layers = [[8, "tanh"], [1, "sigmoid"]]        # (units, activation[, {parameters}])
-    loss = "bce"
+    loss = "bce"                                   # or a table: { name = "huber", delta = 2.0 }
     optimizer = { name = "sgd", lr = 0.1 }
 
 Every error is a :class:`~derive.errors.SpecError` naming the file, the line of the model's
@@ -128,6 +128,9 @@ class ModelSpec(TrainingSettings):
     clip: tuple[tuple[str, float], ...] = ()  # (("norm", c),) and/or (("value", c),)
     regularization: tuple[tuple[str, float], ...] = ()  # subset of l1, l2, decoupled_weight_decay
     dropout: tuple[float, ...] = ()  # () or one rate per hidden layer (inverted dropout, training only)
+    #: The loss's build-time options, e.g. (("delta", 2.0),) for Huber: every option of the loss with
+    #: its default filled in (see derive.blocks.losses.Option); () for a loss without options.
+    loss_options: tuple[tuple[str, object], ...] = ()
 
     @property
     def outputs(self) -> int:
@@ -155,7 +158,9 @@ class ModelSpec(TrainingSettings):
             "name": self.name,
             "inputs": self.inputs,
             "layers": [layer.to_list() for layer in self.layers],
-            "loss": self.loss,
+            # a plain name without options, as before options existed (the spec hash of every
+            # existing module is computed from this dict)
+            "loss": self.loss if not self.loss_options else self.loss_table(),
             "optimizer": self.optimizer.to_dict(),
             "schedule": self.schedule.to_dict(),
             "clip": dict(self.clip),
@@ -167,6 +172,18 @@ class ModelSpec(TrainingSettings):
         if blocks:
             out["blocks"] = blocks
         return out
+
+    def loss_table(self) -> dict:
+        """The loss as a ``{ name = ..., option = value }`` table (as written in a spec)."""
+        opts = losses.REGISTRY[self.loss].options
+        return {"name": self.loss, **{k: opts[k].plain(v) for k, v in self.loss_options}}
+
+    def loss_text(self) -> str:
+        """The loss in one line: ``huber(delta=2)``, or the name alone without options."""
+        if not self.loss_options:
+            return self.loss
+        opts = losses.REGISTRY[self.loss].options
+        return f"{self.loss}({', '.join(f'{k}={opts[k].format(v)}' for k, v in self.loss_options)})"
 
     def summary(self) -> str:
         layers = " -> ".join(
@@ -183,7 +200,7 @@ class ModelSpec(TrainingSettings):
             extra += "; " + ", ".join(f"{k} {v:g}" for k, v in self.regularization)
         if self.dropout:
             extra += "; dropout " + ", ".join(f"{p:g}" for p in self.dropout)
-        return f"{layers}; loss {self.loss}; {self.optimizer.name}({opt}){extra}"
+        return f"{layers}; loss {self.loss_text()}; {self.optimizer.name}({opt}){extra}"
 
 
 # --------------------------------------------------------------------------- validation
@@ -331,7 +348,7 @@ def make_model(
     name: str,
     inputs: int,
     layers: Sequence,
-    loss: str,
+    loss: object,
     optimizer: object = "sgd",
     *,
     source: str = "<python>",
@@ -353,9 +370,8 @@ def make_model(
     if not isinstance(layers, (list, tuple)) or not layers:
         raise SpecError("layers must be a non-empty list of [units, \"activation\"]", f"{where}: layers")
     built = tuple(make_layer(entry, f"{where}: layers[{i}]") for i, entry in enumerate(layers))
-    if not isinstance(loss, str):
-        raise SpecError(f"loss must be a name, got {loss!r}", f"{where}: loss")
-    loss_rule = losses.get(loss, f"{where}: loss")
+    loss_rule, loss_options = make_loss(loss, built[-1].units, f"{where}: loss")
+    _check_vector_output(built, loss_rule, where)
     if loss_rule.needs_range is not None:
         out = built[-1]
         lo, hi = _value_range(out, f"{where}: layers[{len(built) - 1}]")
@@ -375,7 +391,46 @@ def make_model(
     reg = make_regularization(regularization, opt, f"{where}: regularization")
     _check_hyper_names(opt, sched, clips, reg, where)
     drop = make_dropout(dropout, len(built), f"{where}: dropout")
-    return ModelSpec(name, inputs, built, loss_rule.name, opt, source, description, sched, clips, reg, drop)
+    return ModelSpec(name, inputs, built, loss_rule.name, opt, source, description, sched, clips, reg, drop,
+                     loss_options=loss_options)
+
+
+def make_loss(entry: object, outputs: int, where: str) -> tuple[losses.LossRule, tuple[tuple[str, object], ...]]:
+    """A loss from a name or a ``{ name = "huber", delta = 2.0 }`` table: its rule and its options
+    (every option of the loss, defaults filled in); ``outputs`` is the model's output width."""
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+        raise SpecError("loss must be a name or a table with a 'name', e.g. "
+                        f"{{ name = \"huber\", delta = 2.0 }}; got {entry!r}", where)
+    rule = losses.get(entry["name"], where)
+    given = {k: v for k, v in entry.items() if k != "name"}
+    return rule, rule.check_options(given, where, outputs)
+
+
+def _check_vector_output(layers: tuple[LayerSpec, ...], loss_rule, where: str) -> None:
+    """Softmax only as the output layer, with cross-entropy; cross-entropy only after softmax."""
+    last = len(layers) - 1
+    for idx, layer in enumerate(layers[:-1]):
+        if activations.REGISTRY[layer.activation].vector:
+            raise SpecError(f"{layer.activation!r} is only for the output layer (it normalises the output row "
+                            "into class probabilities); use e.g. 'relu' or 'tanh' in hidden layers",
+                            f"{where}: layers[{idx}]")
+    out = layers[-1]
+    if activations.REGISTRY[out.activation].vector:
+        if out.units < 2:
+            raise SpecError(f"a softmax output needs at least 2 units (one per class), got {out.units}; for two "
+                            "classes use [1, \"sigmoid\"] with loss 'bce', or [2, \"softmax\"]",
+                            f"{where}: layers[{last}]")
+        if loss_rule.vector != out.activation:
+            raise SpecError(f"a softmax output needs loss 'cross_entropy', not {loss_rule.name!r} (for independent "
+                            "yes/no labels use 'sigmoid' outputs with 'bce'; for regression an 'identity' output)",
+                            f"{where}: loss")
+    elif loss_rule.vector is not None:
+        hint = " ('bce' is the cross-entropy of a sigmoid output)" if out.activation == "sigmoid" else ""
+        raise SpecError(f"loss {loss_rule.name!r} needs a {loss_rule.vector!r} output layer, not "
+                        f"{out.activation!r}: declare the last layer as [n_classes, \"{loss_rule.vector}\"]{hint}",
+                        f"{where}: layers[{last}]")
 
 
 def _value_range(layer: LayerSpec, where: str) -> tuple[float, float]:
@@ -412,10 +467,11 @@ def Dense(units: int, activation: str, **params: float) -> LayerSpec:  # noqa: N
     return make_layer([units, activation, params] if params else [units, activation], "Dense(...)")
 
 
-def Model(name: str, inputs: int, layers: Sequence, loss: str, optimizer: object = "sgd",  # noqa: N802
+def Model(name: str, inputs: int, layers: Sequence, loss: object, optimizer: object = "sgd",  # noqa: N802
           description: str = "", schedule: object = None, clip: object = None,
           regularization: object = None, dropout: object = None) -> ModelSpec:
-    """Declare a model in Python; the same validation as a TOML file.
+    """Declare a model in Python; the same validation as a TOML file. ``loss`` is a name or a
+    table with the loss's options, e.g. ``{"name": "huber", "delta": 2.0}``.
 
     >>> Model("xor", inputs=2, layers=[Dense(8, "tanh"), Dense(1, "sigmoid")], loss="bce",
     ...       optimizer={"name": "sgd", "lr": 0.1}).summary()

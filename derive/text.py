@@ -27,7 +27,7 @@ UNICODE_NAMES = {
     "vmax": "v_max", "delta": "Δ", "ell": "ℓ", "lr_decay": "k", "grad_norm": "‖g‖", "clip_coef": "κ",
     "clip_norm": "c_norm", "clip_value": "c_value", "weight_decay": "λ", "decoupled_weight_decay": "λ_wd",
     "epoch": "epoch", "step_size": "s", "decay": "k", "T_max": "T", "eta_min": "η_min",
-    "initial_accumulator_value": "G₀", "yhat_ij": "ŷ_ij",
+    "initial_accumulator_value": "G₀", "yhat_ij": "ŷ_ij", "delta_ell": "δ_ℓ", "beta_ell": "β_ℓ",
 }
 
 #: Scalars that are hyperparameters or counters: printed before state and element symbols in a
@@ -105,7 +105,10 @@ class UnicodePrinter(ReadingOrder, PrettyPrinter):
         return super()._print_Symbol(e, bold_name)
 
     def _print_Mul(self, product):
-        return super()._print_Mul(self._reading_mul(product))
+        ordered = self._reading_mul(product)
+        if len(ordered.args) > 2 and ordered.args[0] == -1 and ordered.args[1].is_Number:  # -2⋅x, not -1⋅2⋅x
+            ordered = sp.Mul(-ordered.args[1], *ordered.args[2:], evaluate=False)
+        return super()._print_Mul(ordered)
 
     def _print_Min(self, e):
         return self._print_Function(e, func_name="min")
@@ -195,6 +198,14 @@ def _equation(d: Derivation, eq: Equation, unicode: bool) -> str:
         parts.append(show(sp.Symbol("∂ℓ/∂a_%d" % L), dl))
         parts.append(show(sp.Symbol("∂a_%d/∂z_%d" % (L, L)), fp))
         parts.append(show(sp.Symbol("(∂ℓ/∂a)·(∂a/∂z)"), product))
+    elif eq.section == "output_delta" and len(eq.steps) == 5:  # cross-entropy after softmax
+        dl, jac, chain, general, found = eq.steps
+        L = d.model.depth
+        parts.append(show(sp.Symbol("∂ℓ/∂a_%d,j" % L), dl))
+        parts.append(show(sp.Symbol("∂a_%d,j/∂z_%d,k" % (L, L)), jac) + "   (the Jacobian diag(a) - a aᵀ)")
+        parts.append(show(sp.Symbol("∂ℓ/∂z_%d,k" % L), chain))
+        parts.append(show(sp.Symbol("∂ℓ/∂z_%d,k" % L), general) + "   (τ = Σ_j t_j)")
+        parts.append(_indent("as SymPy finds it for n = 3, k = 1: " + sp.sstr(found)))
     elif eq.section == "backward" and eq.steps:
         l = eq.layer
         parts.append(show(sp.Symbol(f"f_{l}'(z_{l})"), eq.steps[0]) + "   (as SymPy differentiates it)")

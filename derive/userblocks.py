@@ -6,8 +6,8 @@
     expr = "z * sigmoid(beta * z)"
     params = { beta = 1.0 }                 # positive numbers; a layer may override them
 
-    [loss.log_cosh]
-    expr = "abs(yhat - y) + log1p(exp(-2*abs(yhat - y))) - log(2)"
+    [loss.pseudo_huber]
+    expr = "sqrt(1 + (yhat - y)**2) - 1"
     # needs_range = [0, 1]                  # optional: predictions must lie in this interval
 
     [optimizer.adamax_like]

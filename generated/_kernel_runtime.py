@@ -699,6 +699,21 @@ def _all_finite(a):
 
 
 @numba.njit(**_JIT)
+def _not_distribution(Y, tol):
+    """The first row of Y (finite, 2-D) with a negative entry or a sum farther than tol from 1,
+    or -1 when every row is a probability distribution."""
+    for i in range(Y.shape[0]):
+        total = 0.0
+        low = 0.0
+        for j in range(Y.shape[1]):
+            total += Y[i, j]
+            low = min(low, Y[i, j])
+        if low < 0.0 or abs(total - 1.0) > tol:
+            return i
+    return -1
+
+
+@numba.njit(**_JIT)
 def _rows_contiguous(a):
     """True when the elements of each row of a lie next to each other (as _tiles' vectors need)."""
     return a.shape[1] <= 1 or a.strides[1] == a.itemsize
@@ -1479,11 +1494,33 @@ class API:
             self.fail(f"{name} has a non-finite value {arr[tuple(bad)]} at row {bad[0]}, column {bad[1]}")
         return arr
 
+    def targets(self, Y, dtype, cols):
+        """Y of a softmax model (TARGETS = "distribution"): rows of class probabilities (one-hot or
+        not), or class labels 0 .. cols-1 as a 1-D integer array, returned as one-hot rows."""
+        if type(Y) is np.ndarray and Y.ndim == 1 and Y.dtype.kind in "iub":
+            bad = np.flatnonzero((Y < 0) | (Y >= cols))
+            if bad.size:
+                self.fail(f"Y has the class label {Y[bad[0]]} at row {bad[0]}, but the softmax output has {cols} "
+                          f"classes: labels must be 0 .. {cols - 1}")
+            onehot = np.zeros((Y.shape[0], cols), dtype)
+            onehot[np.arange(Y.shape[0]), Y] = 1.0
+            Y = onehot
+        Y = self.data("Y", Y, dtype, cols)
+        row = _not_distribution(Y, 1e-6 if dtype == np.float64 else 1e-4)
+        if row >= 0:
+            self.fail(f"Y row {row} is not a probability distribution (entries >= 0 summing to 1; it sums to "
+                      f"{float(Y[row].sum()):.6g}, smallest entry {float(Y[row].min()):.6g}): pass one-hot rows, "
+                      "class probabilities, or class labels as a 1-D integer array")
+        return Y
+
     def inputs(self, params, X, Y=None, writeable=False):
         arrays = self.params(params, writeable)
         X = self.data("X", X, arrays[0].dtype, arrays[0].shape[0])
         if Y is not None:
-            Y = self.data("Y", Y, arrays[0].dtype, arrays[-1].shape[0])
+            if getattr(self, "TARGETS", None) == "distribution":
+                Y = self.targets(Y, arrays[0].dtype, arrays[-1].shape[0])
+            else:
+                Y = self.data("Y", Y, arrays[0].dtype, arrays[-1].shape[0])
             if Y.shape[0] != X.shape[0]:
                 self.fail(f"X has {X.shape[0]} samples but Y has {Y.shape[0]}")
         return arrays, X, Y

@@ -20,7 +20,7 @@ Equations, as computed (`derive show xor` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=xor template=module.py.j2 spec-hash=decf15aa31f08036 runtime=c81c44010e23ce4b
+# derive: spec=derive.toml model=xor template=module.py.j2 spec-hash=decf15aa31f08036 runtime=f432e2204721eea4
 
 import math
 
@@ -34,15 +34,15 @@ else:  # loaded from its file path, outside its package: the runtime is the file
     import pathlib as _pathlib
     import sys as _sys
 
-    _rt = _sys.modules.get("_kernel_runtime_c81c44010e23ce4b")
+    _rt = _sys.modules.get("_kernel_runtime_f432e2204721eea4")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_c81c44010e23ce4b",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_f432e2204721eea4",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "c81c44010e23ce4b")
+RUNTIME = (1, "f432e2204721eea4")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products and the training loop's pieces run the
@@ -313,7 +313,7 @@ def _call_train_many(arrays, outs, grads, state, state_out, X, Y, Zs, As, Ds, Hs
 
 _api = _rt.API(name="xor", SPEC=SPEC, PARAM_NAMES=PARAM_NAMES, HYPER=HYPER, HYPER_RANGES=HYPER_RANGES,
                STATE_NAMES=STATE_NAMES, SCALAR_STATE=SCALAR_STATE, INIT=INIT, DROPOUT=DROPOUT,
-               state_init=_state_init, forward=_call_forward, loss=_call_loss, gradients=_call_gradients,
+state_init=_state_init, forward=_call_forward, loss=_call_loss, gradients=_call_gradients,
                step=_call_step, train=_call_train, train_many=_call_train_many)
 
 

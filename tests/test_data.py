@@ -169,7 +169,7 @@ def test_registry_matches_loaded(name):
     info = DATASETS[name]
     ds = load_dataset(name)
     assert isinstance(ds, Dataset)
-    assert info.loss in ("bce", "mse")
+    assert info.loss in ("bce", "mse", "cross_entropy")
     assert (ds.n_samples, ds.n_inputs, ds.n_outputs) == (
         info.n_samples,
         info.n_inputs,
@@ -177,6 +177,11 @@ def test_registry_matches_loaded(name):
     )
     assert info.description
     check_targets(ds.Y, info.loss, name)
+    if info.loss == "cross_entropy":  # one column of class indices 0 ... C-1, every class present
+        assert ds.n_outputs == 1
+        assert np.array_equal(np.unique(ds.Y), np.arange(info.n_classes))
+    else:
+        assert info.n_classes is None and ds.classes is None
 
 
 def test_bundled_files_present():

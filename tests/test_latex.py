@@ -314,7 +314,7 @@ USER_BLOCKS = """
 expr = "z * sigmoid(beta * z)"
 params = { beta = 1.0 }
 
-[loss.log_cosh]
+[loss.my_log_cosh]
 expr = "abs(yhat - y) + log1p(exp(-2*abs(yhat - y))) - log(2)"
 
 [optimizer.adamax_like]
@@ -327,7 +327,7 @@ update = [["m", "beta1*m + (1 - beta1)*g"], ["u", "max(beta2*u, abs(g) + eps)"],
 description = "User blocks: σ-swish & a log_cosh loss, 100% {declared} in ~text~"
 inputs = 3
 layers = [[4, "swish_beta", { beta = 1.5 }], [4, "sigmoid"], [1, "identity"]]
-loss = "log_cosh"
+loss = "my_log_cosh"
 optimizer = "adamax_like"
 """
 

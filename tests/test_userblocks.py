@@ -34,10 +34,10 @@ USER_SPEC = """
 expr = "z * sigmoid(beta * z)"
 params = { beta = 1.5 }
 
-[loss.log_cosh]
+[loss.my_log_cosh]
 expr = "abs(yhat - y) + log1p(exp(-2*abs(yhat - y))) - log(2)"
 
-[loss.huber]
+[loss.my_huber]
 expr = "where(abs(yhat - y) <= 1, 0.5*(yhat - y)**2, abs(yhat - y) - 0.5)"
 
 [optimizer.adamax_like]
@@ -56,13 +56,13 @@ update = [["vel", "beta*vel + (1 - beta)*g"], ["theta", "theta - lr*vel"]]
 description = "User swish (two slopes), log-cosh loss, Adamax-like optimizer: \\"quoted\\" text."
 inputs = 3
 layers = [[5, "swish_beta"], [4, "swish_beta", { beta = 0.7 }], [2, "identity"]]
-loss = "log_cosh"
+loss = "my_log_cosh"
 optimizer = { name = "adamax_like", lr = 0.01 }
 
 [model.ub_huber]
 inputs = 2
 layers = [[4, "tanh"], [1, "identity"]]
-loss = "huber"
+loss = "my_huber"
 optimizer = "ema_momentum"
 schedule = { name = "step", step_size = 2, gamma = 0.5, per = "step" }
 clip = { norm = 1.0 }
@@ -175,7 +175,7 @@ def test_user_step_follows_the_symbolic_update_equations(built, name):
 
 def test_user_blocks_equal_the_sympy_oracle(built, tmp_path):
     """The layered derivation of user blocks equals SymPy differentiating the whole network."""
-    model = Model("ub_oracle", 2, [Dense(2, "swish_beta", beta=0.8), Dense(1, "tanh")], "huber")
+    model = Model("ub_oracle", 2, [Dense(2, "swish_beta", beta=0.8), Dense(1, "tanh")], "my_huber")
     module = pure_python(load_rendered(render_module(derive_model(model)), model.name, tmp_path))
     rng = np.random.default_rng(5)
     params = {k: v + rng.normal(0, 0.5, size=v.shape) for k, v in module.init_params(seed=1).items()}

@@ -53,17 +53,19 @@ def test_train_cli_on_bundled_breast_cancer_saves_and_predicts(runner, tmp_path,
     r = _run(runner, "predict", save, "--data", "breast_cancer")
     assert r.exit_code == 0, r.output
     lines = r.output.strip().splitlines()
-    assert lines[0] == "malignant" and len(lines) == 1 + cancer.n_samples
+    assert lines[0] == "malignant,p_1" and len(lines) == 1 + cancer.n_samples  # the label, P(class 1)
     module = importlib.import_module("generated.breast_cancer")
     expected = module.forward(ck.params, ck.standardizer.transform(cancer.X))
-    np.testing.assert_allclose(np.array(lines[1:], dtype=float), expected[:, 0], rtol=1e-8)
+    got = np.array([line.split(",") for line in lines[1:]], dtype=float)
+    np.testing.assert_allclose(got[:, 1], expected[:, 0], rtol=1e-8)
+    np.testing.assert_array_equal(got[:, 0], expected[:, 0] >= 0.5)
     inputs = tmp_path / "new_rows.csv"  # the inputs only, as for new patients
     inputs.write_text(",".join(cancer.feature_names) + "\n"
                       + "\n".join(",".join(f"{v:.17g}" for v in row) for row in cancer.X[:7]) + "\n")
     r = _run(runner, "predict", save, "--data", inputs, "-o", tmp_path / "pred.csv")
     assert r.exit_code == 0, r.output
     got = np.loadtxt(tmp_path / "pred.csv", delimiter=",", skiprows=1)
-    np.testing.assert_allclose(got, expected[:7, 0], rtol=1e-8)
+    np.testing.assert_allclose(got[:, 1], expected[:7, 0], rtol=1e-8)
 
 
 def test_train_cli_on_a_csv_file_with_plot(runner, tmp_path):

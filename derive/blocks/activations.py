@@ -14,6 +14,9 @@ exists (:func:`derive.symbolic.output_form`), so the backward pass reuses the fo
 | softplus | :math:`\log(1+e^{z})` | :math:`1-e^{-a}` |
 | elu(alpha) | :math:`z` if :math:`z>0` else :math:`\alpha(e^{z}-1)` | :math:`1` if :math:`a>0` else :math:`a+\alpha` |
 | silu / swish | :math:`z\,\sigma(z)` | in :math:`z` (no output form exists) |
+
+``softmax`` (output layer only, with ``cross_entropy``) is a vector activation, derived with its
+Jacobian in :mod:`derive.blocks.softmax`.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class ActivationRule:
     latex_name: str = ""
     #: Where a user-defined activation was declared ("spec.toml:12"); empty for built-ins.
     declared: str = ""
+    #: A vector activation (softmax): each output reads its whole row, so it has a Jacobian and no
+    #: elementwise derivative; derived in :mod:`derive.blocks.softmax`, output layer only.
+    vector: bool = False
 
     def symbols(self) -> dict[str, sp.Symbol]:
         """Parameter name -> its (positive) symbol; the built-in leaky-ReLU slope reads ``s``."""
@@ -115,6 +121,9 @@ _register(ActivationRule(
     doc="exponential linear unit", latex_name=r"\operatorname{elu}"))
 _register(ActivationRule("silu", lambda z: z / (1 + sp.exp(-z)), doc="SiLU / swish: z·σ(z)",
                          latex_name=r"\operatorname{silu}"))
+_register(ActivationRule(
+    "softmax", lambda z: sp.exp(z), doc="softmax over each row: e^{z_j} / Σ_k e^{z_k} (output layer, with "
+    "cross_entropy)", latex_name=r"\operatorname{softmax}", vector=True))
 ALIASES = {"swish": "silu", "linear": "identity", "logistic": "sigmoid"}
 
 
@@ -209,6 +218,8 @@ def forms(name: str) -> ActivationForms:
     not searched.
     """
     rule = REGISTRY[name]
+    if rule.vector:
+        raise ValueError(f"{name} is a vector activation: its forms are in derive.blocks.softmax")
     f = rule.expr()
     raw = sp.diff(f, z)
     out = _trusted_output_form(raw, f) if rule.declared else output_form(raw, f)

@@ -18,6 +18,13 @@ from ..symbolic import a, numerically_equal, output_form, sample_points, stable_
 from . import activations, losses
 
 
+def _simplify(e: sp.Expr) -> sp.Expr:
+    """sp.simplify, but sign(u) (the derivative of |u|) stays sign(u): simplify() would write it
+    as u/|u|, a division and a Piecewise at u = 0."""
+    keep = sp.Function("keep_sign")
+    return sp.simplify(e.replace(sp.sign, keep)).replace(keep, sp.sign)
+
+
 @functools.cache
 def output_delta_forms(act_name: str, loss_name: str) -> tuple[sp.Expr, ...]:
     """(∂ℓ/∂ŷ, ∂ŷ/∂z, their product, the simplified joint form) in the element symbols a, y, z.
@@ -28,12 +35,12 @@ def output_delta_forms(act_name: str, loss_name: str) -> tuple[sp.Expr, ...]:
     f = activations.forms(act_name).f
     fprime = activations.forms(act_name).derivative
     ell = losses.REGISTRY[loss_name].expr
-    dl_dyhat = sp.simplify(sp.diff(ell, losses.yhat)).subs(losses.yhat, a)
+    dl_dyhat = _simplify(sp.diff(ell, losses.yhat)).subs(losses.yhat, a)
     product = dl_dyhat * fprime
     f_plain = f.rewrite(sp.log) if f.has(sp.Function) else f
     joint_raw = sp.diff(ell.subs(losses.yhat, f_plain), z)
     joint = output_form(joint_raw, f_plain)
-    candidates = [product] if joint is None else [sp.factor_terms(sp.simplify(joint)), product]
+    candidates = [product] if joint is None else [sp.factor_terms(_simplify(joint)), product]
     joint = min(candidates, key=sp.count_ops)
     pts = [{**p, a: f_plain.subs(p)} for p in sample_points(joint_raw.free_symbols | {z, y})]
     if not numerically_equal(joint, product, pts):
@@ -54,6 +61,11 @@ def loss_element(act_name: str, loss_name: str) -> tuple[sp.Expr, bool]:
         if rule.log_floor is not None:  # as the reference libraries: clamp each log term
             floor = sp.Float(rule.log_floor)
             ell = ell.replace(sp.log, lambda u: sp.Max(sp.log(u), floor))
+    elif rule.computed is not None:  # a form that cannot overflow (log-cosh), checked against the definition
+        computed, defined = (e.subs(losses.yhat, z) for e in (rule.computed, ell))
+        if not numerically_equal(computed, defined, sample_points(computed.free_symbols | {z, y})):
+            raise BuildError(f"the computed form of loss {loss_name} disagrees with its definition")
+        return rule.computed.subs(losses.yhat, a), False
     return ell.subs(losses.yhat, a), False
 
 

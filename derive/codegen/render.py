@@ -19,8 +19,8 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from ..blocks import optimizers
-from ..derivation import Derivation, Equation, dropout_rate, elem
+from ..blocks import optimizers, softmax
+from ..derivation import Derivation, Equation, dropout_rate, elem, loss_option
 from ..spec import ModelSpec
 from .printer import KernelPrinter, print_assignments
 
@@ -224,7 +224,14 @@ def render_module(d: Derivation) -> str:
     for l in range(1, L + 1):
         a_eq = d.eq(f"forward.a{l}")
         p = dropout_rate(model, l)
+        if a_eq.kind == "softmax":  # the exponential of each shifted logit; normalised per row
+            numerator = sp.fraction(a_eq.rhs)[0].xreplace({softmax.indexed("z", l, softmax.j): elem("z", l)})
+            layers.append({"l": l, "softmax": True, "relu": False, "drop": 0.0, "a_prev": a_prev(l),
+                           "z_eq": describe(d.eq(f"forward.z{l}")), "a_eq": describe(a_eq),
+                           "act_lines": em.lines(f"a_{l}", numerator)})
+            continue
         layers.append({
+            "softmax": False,
             "l": l,
             "drop": p,
             "keep_scale": repr(1.0 / (1.0 - p)) if p else "",
@@ -265,9 +272,10 @@ def render_module(d: Derivation) -> str:
         back_layers.append(entry)
 
     out_delta = d.eq(f"delta{L}")
-    element_syms = [elem("z", L), elem("a", L), sp.Symbol("y", real=True)]
+    element_syms = [elem("z", L), elem("a", L), sp.Symbol("y", real=True), softmax.t, softmax.tau, softmax.w]
     scale, core = out_delta.rhs.as_independent(*element_syms, as_Add=False)
     loss_el = d.eq("loss.element")
+    vector = softmax_context(d, em, core) if layers[-1]["softmax"] else {"vector_loss": False}
 
     upd = update_context(d, em)
 
@@ -333,8 +341,29 @@ def render_module(d: Derivation) -> str:
         "dropout_repr": repr(tuple(dropout_rate(model, l) for l in range(1, L))),
         "register_z_repr": repr(tuple(layer["l"] for layer in layers if layer["relu"])),
         "reg_call": reg_call,
+        **vector,
     }
     return _environment().get_template(MODULE_TEMPLATE).render(**context)
+
+
+def softmax_context(d: Derivation, em: _Emitter, core: sp.Expr) -> dict:
+    """Template pieces of cross-entropy after a softmax output: the loss and the output delta are
+    computed row by row (the row's log-sum-exp, the targets' row sum and the weights' sum)."""
+    names = {e.key for e in d.equations}
+    target = d.eq("loss.target").rhs if "loss.target" in names else None
+    weights = loss_option(d.model, "class_weights")
+    ell = d.eq("loss.element").rhs
+    return {
+        "vector_loss": True,
+        "class_weights_repr": repr(tuple(float(v) for v in weights)) if weights else None,
+        "lse_eq": describe(d.eq("loss.lse")),
+        "weight_eq": describe(d.eq("loss.weight")) if weights else "",
+        "target_eq": describe(d.eq("loss.target")) if target is not None else "",
+        "target_lines": em.lines("t", target) if target is not None else [],
+        "ell_lines": em.lines("ell", ell),
+        "row_sum": softmax.tau in core.free_symbols,
+        "vector_delta_lines": em.lines(f"delta_{d.model.depth}", core),
+    }
 
 
 def update_context(d: Derivation, em: _Emitter) -> dict:

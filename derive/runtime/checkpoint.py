@@ -12,7 +12,13 @@ A checkpoint is a plain ``np.savez`` archive (no pickle; read with ``allow_pickl
 ``standardizer/mean|std`` the input standardiser (:meth:`Standardizer.to_dict`), when given
 ``meta``                  a JSON object: hyperparameters, seed, epochs, names, metrics, ...
 ``history/<key>``         training history (per-epoch losses, ...), one array per key
+``best_param/<name>``,    optional (early stopping): the parameters and optimizer state of the
+``best_state/<key>``      run's best epoch so far, when they are not the saved ones, so that a
+                          resumed run can still go back to them
 ========================  ==================================================================
+
+``meta`` may hold ``classes`` (a classifier's :meth:`ClassLabels.to_dict`) and
+``early_stopping`` (the watch's record); files without them (older ones) load as before.
 
 Names without a ``.npz`` suffix get one (as ``np.savez`` does); :func:`save_checkpoint` returns
 the real path, and :func:`load_checkpoint` finds ``name.npz`` when given ``name``. Writing goes
@@ -65,6 +71,7 @@ class Checkpoint:
     meta: dict = field(default_factory=dict)
     history: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    best: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None  # early stopping's best epoch, if saved
 
     def check(self, module: ModuleType) -> Checkpoint:
         """Raise :class:`CheckpointError` unless this checkpoint fits ``module``: same spec (the
@@ -86,19 +93,25 @@ class Checkpoint:
             raise CheckpointError(f"{head}{'; '.join(diffs[:6])}{more}; {tail + ': ' if tail else ''}"
                                   "load it with the module it was saved from, or retrain", where)
         _check_arrays(module, self.params, self.state, where)
+        if self.best is not None:
+            _check_arrays(module, *self.best, where)
         return self
 
 
 def save_checkpoint(path: str | os.PathLike, module: ModuleType, params: Mapping[str, np.ndarray],
                     state: Mapping[str, Any], *, standardizer: Standardizer | None = None,
-                    meta: Mapping[str, Any] | None = None, history: Mapping[str, Any] | None = None) -> Path:
+                    meta: Mapping[str, Any] | None = None, history: Mapping[str, Any] | None = None,
+                    best: tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | None = None) -> Path:
     """Write one checkpoint of ``module`` (a generated module) to ``path`` atomically; return the
     real path (``.npz`` appended when missing). Everything is checked before anything is written:
     params keyed ``module.PARAM_NAMES``, of the model's shapes, one float dtype, all finite; the
-    state of ``module.init_state``; ``meta`` JSON-serialisable; ``history`` plain arrays."""
+    state of ``module.init_state``; ``meta`` JSON-serialisable; ``history`` plain arrays; ``best``
+    (early stopping's best epoch: params and state) as params and state."""
     path = _npz_path(path)
     _check_module(module, path)
     _check_arrays(module, params, state, path)
+    if best is not None:
+        _check_arrays(module, *best, path)
     if meta is not None and not isinstance(meta, Mapping):
         raise CheckpointError(f"meta must be a dict, got {type(meta).__name__}", path)
     arrays: dict[str, np.ndarray] = {
@@ -107,10 +120,12 @@ def save_checkpoint(path: str | os.PathLike, module: ModuleType, params: Mapping
         "spec_hash": np.array(str(module.SPEC_HASH)),
         "meta": np.array(_to_json({} if meta is None else meta, "meta", path)),
     }
-    for name in module.PARAM_NAMES:
-        arrays[f"param/{name}"] = np.ascontiguousarray(params[name])
-    for key, value in state.items():
-        arrays[f"state/{key}"] = np.array(int(value), dtype=np.int64) if key in _COUNTERS else np.asarray(value)
+    for prefix, (ps, st) in (("", (params, state)), ("best_", best or ({}, {}))):
+        for name in module.PARAM_NAMES if ps else ():
+            arrays[f"{prefix}param/{name}"] = np.ascontiguousarray(ps[name])
+        for key, value in st.items():
+            arrays[f"{prefix}state/{key}"] = (np.array(int(value), dtype=np.int64) if key in _COUNTERS
+                                              else np.asarray(value))
     if standardizer is not None:
         try:
             stats = standardizer.to_dict()
@@ -171,18 +186,10 @@ def load_checkpoint(path: str | os.PathLike, module: ModuleType | None = None) -
         raise CheckpointError(f"format version {int(version)} is not supported (this derive reads version "
                               f"{VERSION}){'; upgrade derive' if int(version) > VERSION else ''}", path)
     spec, meta = _from_json(data, "spec", path), _from_json(data, "meta", path)
-    params = {k[6:]: _array(v) for k, v in data.items() if k.startswith("param/")}
-    state: dict[str, Any] = {k[6:]: _array(v) for k, v in data.items() if k.startswith("state/")}
+    params, state = _run_arrays(data, "", path)
     if not params:
         raise CheckpointError("the checkpoint holds no parameters (no 'param/...' entries)", path)
-    for key in _COUNTERS:
-        value = state.get(key)
-        if value is None or value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
-            raise CheckpointError(f"state/{key} is missing or not an integer >= 0", path)
-        state[key] = int(value)
-    for name, arr in params.items():
-        if arr.dtype not in (np.float32, np.float64) or not np.isfinite(arr).all():
-            raise CheckpointError(f"parameter {name!r} is not a finite float32/float64 array ({arr.dtype})", path)
+    best = _run_arrays(data, "best_", path) if any(k.startswith("best_param/") for k in data) else None
     stats = {k[13:]: v for k, v in data.items() if k.startswith("standardizer/")}
     standardizer = None
     if stats:
@@ -195,13 +202,33 @@ def load_checkpoint(path: str | os.PathLike, module: ModuleType | None = None) -
         raise CheckpointError("'spec' and 'meta' must be JSON objects", path)
     checkpoint = Checkpoint(name=_text(data, "name", path), spec=spec, spec_hash=_text(data, "spec_hash", path),
                             params=params, state=state, standardizer=standardizer, meta=meta, history=history,
-                            path=path)
+                            path=path, best=best)
     if module is not None:
         checkpoint.check(module)
     return checkpoint
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _run_arrays(data: Mapping[str, np.ndarray], prefix: str, path: Path) -> tuple[dict, dict]:
+    """The ``<prefix>param/...`` and ``<prefix>state/...`` entries as params and state, the
+    counters as ints, the parameters checked to be finite floats."""
+    p, s = f"{prefix}param/", f"{prefix}state/"
+    params = {k[len(p):]: _array(v) for k, v in data.items() if k.startswith(p)}
+    state: dict[str, Any] = {k[len(s):]: _array(v) for k, v in data.items() if k.startswith(s)}
+    if not params:
+        return params, state
+    for key in _COUNTERS:
+        value = state.get(key)
+        if value is None or value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+            raise CheckpointError(f"{s}{key} is missing or not an integer >= 0", path)
+        state[key] = int(value)
+    for name, arr in params.items():
+        if arr.dtype not in (np.float32, np.float64) or not np.isfinite(arr).all():
+            raise CheckpointError(f"{'best-epoch ' if prefix else ''}parameter {name!r} is not a finite "
+                                  f"float32/float64 array ({arr.dtype})", path)
+    return params, state
 
 
 def _npz_path(path: str | os.PathLike) -> Path:

@@ -12,9 +12,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..data import DATASETS, DataError, Dataset, load_csv, load_dataset
+from ..data import DATASETS, ClassLabels, DataError, Dataset, load_csv, load_dataset
 from ..errors import DeriveError, suggest
-from .fit import Diverged, FitResult, fit, split_settings
+from . import metrics as M
+from .fit import Diverged, FitResult, classes_of, fit, split_settings
 from .models import load_model
 from .progress import TerminalProgress
 
@@ -73,7 +74,7 @@ def parse_hyper(module, extra: list[str], lr: float | None) -> dict[str, float]:
 def train_command(name: str, *, data: str | None, target: str | None, spec: str | None, epochs: int,
                   batch_size: int, lr: float | None, seed: int | None, val_split: float | None, standardize: bool,
                   restarts: int, init: str | None, save: str | None, plot: str | None, log_every: int | None,
-                  resume: str | None, dtype: str, extra: list[str]) -> None:
+                  resume: str | None, dtype: str, extra: list[str], patience: int | None = None) -> None:
     module = load_model(name, spec)
     spec_d = module.SPEC
     hyper = parse_hyper(module, extra, lr)
@@ -91,18 +92,22 @@ def train_command(name: str, *, data: str | None, target: str | None, spec: str 
 
         ck = load_checkpoint(resume, module)
     seed, val_split = split_settings(ck, seed, val_split)
+    if patience is not None and not val_split:
+        raise DeriveError(f"--patience {patience} watches the validation loss: it needs --val-split > 0")
     module_file = getattr(module, "__file__", "?")
     echo = click.echo
     echo(f"model      {name}: {_summary(spec_d)}")
     echo(f"derivation {_rel(module_file)} lists every equation its kernels compute; `derive show {name}` "
          f"prints the derivation, `derive latex {name} -o {name}.tex` typesets it")
+    classes = f" ({len(dataset.classes)} classes)" if dataset.classes is not None else ""
     echo(f"data       {_rel(dataset.source)}: {dataset.n_samples} samples, {dataset.n_inputs} inputs -> "
-         f"{', '.join(dataset.target_names)}; {val_split:.0%} held out for validation"
+         f"{', '.join(dataset.target_names)}{classes}; {val_split:.0%} held out for validation"
          + ("; inputs standardised" if standardize or (ck is not None and ck.standardizer is not None) else ""))
     hv = {**module.HYPER, **hyper}
     echo(f"training   {spec_d['optimizer']['name']}({', '.join(f'{k}={v:g}' for k, v in hv.items())}), "
          f"{epochs} epochs, batch {batch_size}, seed {seed}"
          + (f", {restarts} restarts on all cores" if restarts > 1 else "")
+         + (f", early stopping with patience {patience}" if patience is not None else "")
          + (f", resuming {resume}" if resume else ""))
     out = sys.stdout
     tty = out.isatty()
@@ -110,7 +115,7 @@ def train_command(name: str, *, data: str | None, target: str | None, spec: str 
     try:
         result = fit(module, data=dataset, epochs=epochs, batch_size=batch_size, seed=seed, val_split=val_split,
                      standardize=standardize, restarts=restarts, init=init, dtype=np.dtype(dtype), resume=ck,
-                     log_every=every, progress=TerminalProgress(out, tty), hyper=hyper)
+                     patience=patience, log_every=every, progress=TerminalProgress(out, tty), hyper=hyper)
     except Diverged as exc:
         click.echo(f"error: {exc}", err=True)
         if save:
@@ -129,7 +134,7 @@ def train_command(name: str, *, data: str | None, target: str | None, spec: str 
 
 def _summary(spec: dict) -> str:
     layers = " -> ".join([str(spec["inputs"])] + [f"{units} {act}" for units, act, *_ in spec["layers"]])
-    return f"{layers}; loss {spec['loss']}"
+    return f"{layers}; loss {M.loss_name(spec)}"
 
 
 def _rel(path: str) -> str:
@@ -148,16 +153,24 @@ def save_result(result: FitResult, path: str, dataset: Dataset | None = None) ->
             "seeds": list(result.seeds), "warnings": result.warnings}
     if dataset is not None:
         meta.update(data=dataset.source, features=list(dataset.feature_names), targets=list(dataset.target_names))
+    if result.labels is not None:
+        meta["classes"] = result.labels.to_dict()
+    best_run = None
+    if result.watches:
+        watch = result.watches[result.best]
+        meta["early_stopping"] = watch.record()
+        if not watch.stopped and watch.best_epoch is not None and watch.best_epoch != result.state["epoch"]:
+            best_run = watch.best_run  # not the saved parameters: kept so that a resumed run can go back
     best = result.best
     history = {k: v[best] for k, v in result.history.items()}
     return save_checkpoint(path, result.module, result.params, result.state, standardizer=result.standardizer,
-                           meta=meta, history=history)
+                           meta=meta, history=history, best=best_run)
 
 
 def plot_result(result: FitResult, path: str, dataset: Dataset | None = None) -> Path:
     from .plots import plot_training
 
-    two_d = result.module.SPEC["inputs"] == 2 and result.module.SPEC["loss"] == "bce" and dataset is not None
+    two_d = result.module.SPEC["inputs"] == 2 and result.task == "binary" and dataset is not None
     h = result.history
     return plot_training(path, loss=h["loss"], val_loss=h["val_loss"], grad_norms=h["grad_norm"], best=result.best,
                          predict=result.predict if two_d else None,
@@ -166,24 +179,37 @@ def plot_result(result: FitResult, path: str, dataset: Dataset | None = None) ->
 
 
 def predict_command(checkpoint: str, data: str, target: str | None, spec: str | None, out: str | None) -> None:
-    """Load a saved model and write its predictions for the rows of a CSV file (or bundled data)."""
+    """Load a saved model and write its predictions for the rows of a CSV file (or bundled data):
+    for a regression model its outputs; for a classifier the predicted label and the probability
+    of each class (``p_<class>``; one probability, of class 1, for a binary model); for a
+    multi-label model each label's 0/1 and its probability. When the rows have their targets,
+    a class label the model was not trained on is an error naming the row."""
     from .checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     module = load_model(ck.name, spec)
     ck.check(module)
     if data in DATASETS and not Path(data).exists():
-        X = load_dataset(data).X
+        dataset = load_dataset(data)
     else:
-        X = load_csv(data, _present(data, target, ck), ck.meta.get("features")).X
+        dataset = load_csv(data, _present(data, target, ck), ck.meta.get("features"))
     from .fit import _matrix
 
-    X = _matrix(X, "X", module.SPEC["inputs"])
+    X = _matrix(dataset.X, "X", module.SPEC["inputs"])
     if ck.standardizer is not None:
         X = ck.standardizer.transform(X)
     pred = module.forward(ck.params, np.ascontiguousarray(X, dtype=ck.params["W1"].dtype))
+    labels = ClassLabels.from_dict(ck.meta["classes"]) if ck.meta.get("classes") else None
     names = ck.meta.get("targets") or [f"y{j + 1}" for j in range(pred.shape[1])]
-    lines = [",".join(names)] + [",".join(f"{v:.9g}" for v in row) for row in pred]
+    task = M.task_of(module.SPEC)
+    if task == "regression":
+        lines = [",".join(names)] + [",".join(f"{v:.9g}" for v in row) for row in pred]
+    else:
+        if labels is not None and dataset.n_outputs == 1:  # the rows have their labels: all must be known
+            from .fit import _label_column
+
+            labels.encode(_label_column(None, dataset), f"{dataset.source}, target {dataset.target_names[0]!r}")
+        lines = _classifier_rows(module.SPEC, pred, labels, names)
     text = "\n".join(lines) + "\n"
     if out:
         from ..files import write_atomic
@@ -192,6 +218,34 @@ def predict_command(checkpoint: str, data: str, target: str | None, spec: str | 
         click.echo(f"wrote {len(pred)} predictions to {out}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _classifier_rows(spec: dict, pred: np.ndarray, labels: ClassLabels | None, names: list[str]) -> list[str]:
+    """The CSV lines of a classifier's predictions: header, then a row per sample."""
+    from .fit import predicted_labels
+
+    task = M.task_of(spec)
+    chosen = predicted_labels(spec, pred, labels)
+    if task == "multilabel":
+        header = list(names) + [f"p_{n}" for n in names]
+        return [",".join(header)] + [",".join([*(str(int(v)) for v in c), *(f"{v:.9g}" for v in p)])
+                                     for c, p in zip(chosen, pred)]
+    classes = classes_of(spec, labels)
+    label_name = names[0] if len(names) == 1 else "label"
+    if task == "binary":
+        header = [label_name, f"p_{classes[1]}"]
+    else:
+        header = [label_name] + [f"p_{c}" for c in classes]
+    return [",".join(_csv_cell(h) for h in header)] + [
+        ",".join([_csv_cell(c), *(f"{v:.9g}" for v in p)]) for c, p in zip(chosen.tolist(), pred)]
+
+
+def _csv_cell(value: object) -> str:
+    """A CSV cell: quoted (with doubled quotes) when it holds a comma, a quote or a line break."""
+    text = str(value)
+    if any(ch in text for ch in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def _present(data: str, target: str | None, ck) -> list[str]:

@@ -3,8 +3,9 @@
 The steps, each with a clear error when the input is unusable:
 
 1. the data: arrays, a CSV file or a bundled data set; targets checked against the loss
-   (BCE needs [0, 1]); an optional standardisation fitted on the training rows only;
-   a seeded train/validation split;
+   (BCE needs [0, 1]; a softmax model takes one column of class labels, kept as a
+   :class:`~derive.data.ClassLabels` and one-hot encoded, or rows of class probabilities);
+   an optional standardisation fitted on the training rows only; a seeded train/validation split;
 2. the parameters: ``init_params`` per restart (seed, seed + 1, ...), or a saved checkpoint to
    resume from;
 3. training in chunks of epochs, each chunk one compiled call (``train``, or ``train_many`` for
@@ -14,7 +15,12 @@ The steps, each with a clear error when the input is unusable:
 4. the verdict: a loss that turns NaN/inf stops the run at once, the parameters go back to the
    last finite state, and :class:`Diverged` says where and what to try; the per-layer gradient
    norms are checked for vanishing or exploding gradients; the best restart by validation loss
-   is kept and the spread of the others reported.
+   is kept and the spread of the others reported; the metrics of :mod:`derive.runtime.metrics`
+   (accuracy, log loss, the per-class report and the confusion matrix for a classifier; RMSE,
+   MAE, MAPE and R² for regression) on the training and validation rows.
+
+With ``patience`` the validation loss is measured after every epoch and a run stops when it has
+not improved for that many epochs (:mod:`derive.runtime.early_stopping`).
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
-from ..data import DataError, Dataset, Standardizer, check_targets, train_val_split
+from ..data import ClassLabels, DataError, Dataset, Standardizer, check_targets, train_val_split
 from ..errors import DeriveError
+from . import metrics as M
+from .early_stopping import Watch
 from .models import load_model
 
 #: Ratio of the first layer's to the last layer's gradient norm beyond which fit() warns.
@@ -57,16 +66,29 @@ class FitResult:
     state: dict
     standardizer: Standardizer | None
     history: dict[str, np.ndarray]  # loss, val_loss: (R, E); grad_norm: (R, E, L)
-    metrics: dict[str, float]
+    metrics: dict[str, Any]
     best: int = 0
     seeds: tuple[int, ...] = (0,)
     warnings: list[str] = field(default_factory=list)
     diverged: str | None = None
     settings: dict = field(default_factory=dict)
+    labels: ClassLabels | None = None  # the classes of a classifier trained on a column of labels
+    reports: dict[str, M.Report] = field(default_factory=dict)  # "train" / "val" -> the classification report
+    watches: list[Watch] | None = None  # early stopping, one per run (with patience)
 
     @property
     def name(self) -> str:
         return self.module.SPEC["name"]
+
+    @property
+    def task(self) -> str:
+        """``"binary"``, ``"multiclass"``, ``"multilabel"`` or ``"regression"``."""
+        return M.task_of(self.module.SPEC)
+
+    @property
+    def classes(self) -> tuple | None:
+        """A classifier's classes in output order: the labels it was trained on, else 0 ... C-1."""
+        return classes_of(self.module.SPEC, self.labels)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The model's output for raw inputs X (standardised as in training), dropout off."""
@@ -75,6 +97,16 @@ class FitResult:
             X = self.standardizer.transform(X)
         return self.module.forward(self.params, np.ascontiguousarray(X, dtype=self.params["W1"].dtype))
 
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities, a column per class of :attr:`classes` ((N, 2) for a binary model, as
+        scikit-learn's ``predict_proba``); per label for a multi-label model."""
+        return probabilities(self.module.SPEC, self.predict(X))
+
+    def predict_labels(self, X: np.ndarray) -> np.ndarray:
+        """The predicted class of each row (a label of :attr:`classes`); for a multi-label model
+        an (N, K) 0/1 matrix."""
+        return predicted_labels(self.module.SPEC, self.predict(X), self.labels)
+
     def summary(self) -> str:
         m = self.metrics
         lines = [f"model {self.name}: {m['epochs']} epochs in {m['wall_time']:.2f} s "
@@ -82,18 +114,77 @@ class FitResult:
                  f"compiling or loading the kernels took {m.get('compile_time', 0.0):.2f} s before)"]
         for part in ("train", "val"):
             if f"{part}_loss" in m:
-                text = f"  {part + ' loss':<11}{m[f'{part}_loss']:.6g}"
-                if f"{part}_accuracy" in m:
-                    text += f"   accuracy {m[f'{part}_accuracy']:.2%}"
-                if f"{part}_r2" in m:
-                    text += f"   R² {m[f'{part}_r2']:.3f}"
-                lines.append(text)
+                lines.append(f"  {part + ' loss':<11}{m[f'{part}_loss']:.6g}" + _headline(m, part))
         if m["restarts"] > 1:
             lines.append(f"  best of {m['restarts']} restarts: run {self.best} (seed {self.seeds[self.best]}); "
                          f"final {m['select_by']} loss min {m['spread_min']:.6g}, median {m['spread_median']:.6g}, "
                          f"max {m['spread_max']:.6g}" + (f", {m['diverged_runs']} diverged"
                                                          if m.get("diverged_runs") else ""))
+        if self.watches:
+            watch = self.watches[self.best]
+            if watch.stopped:
+                lines.append(f"  {watch.message()}")
+            else:
+                lines.append(f"  no early stop: the validation loss improved within the patience of "
+                             f"{watch.patience} epochs (best {watch.best_loss:.6g} at epoch {watch.best_epoch})")
+        part = "val" if "val" in self.reports else "train"
+        report = self.reports.get(part)
+        if report is not None:
+            lines += ["", f"{'validation' if part == 'val' else 'training'} rows ({m[f'{part}_rows']}), "
+                      "as scikit-learn's classification_report:", report.text().rstrip("\n")]
+            if report.confusion is not None:
+                lines += ["", "confusion matrix (rows: true class, columns: predicted class):",
+                          report.confusion_text()]
         return "\n".join(lines)
+
+
+def _headline(m: dict, part: str) -> str:
+    text = ""
+    if f"{part}_accuracy" in m:
+        text += f"   accuracy {m[f'{part}_accuracy']:.2%}"
+        if f"{part}_label_accuracy" in m:
+            text = f"   subset accuracy {m[f'{part}_accuracy']:.2%}   label accuracy {m[f'{part}_label_accuracy']:.2%}"
+        if f"{part}_log_loss" in m:
+            text += f"   log loss {m[f'{part}_log_loss']:.4g}"
+    if f"{part}_rmse" in m:
+        text += (f"   RMSE {m[f'{part}_rmse']:.4g}   MAE {m[f'{part}_mae']:.4g}   "
+                 f"MAPE {m[f'{part}_mape']:.4g}")
+    if f"{part}_r2" in m:
+        text += f"   R² {m[f'{part}_r2']:.3f}"
+    return text
+
+
+def classes_of(spec: dict, labels: ClassLabels | None) -> tuple | None:
+    """A classifier's classes in output order (the labels, else 0 ... C-1); None for regression."""
+    task = M.task_of(spec)
+    if task == "regression":
+        return None
+    if labels is not None:
+        return labels.classes
+    return (0, 1) if task == "binary" else tuple(range(spec["layers"][-1][0]))
+
+
+def probabilities(spec: dict, out: np.ndarray) -> np.ndarray:
+    """The model's output ``out`` as class probabilities (see :meth:`FitResult.predict_proba`)."""
+    task = M.task_of(spec)
+    if task == "regression":
+        raise DeriveError(f"model {spec['name']!r} is a regression model (loss {M.loss_name(spec)!r}); "
+                          "class probabilities are for classifiers: use predict")
+    if task == "binary":
+        return np.column_stack([1 - out[:, 0], out[:, 0]])
+    return out
+
+
+def predicted_labels(spec: dict, out: np.ndarray, labels: ClassLabels | None) -> np.ndarray:
+    """The predicted class of each row of the model's output ``out`` (see :meth:`FitResult.predict_labels`)."""
+    task = M.task_of(spec)
+    if task == "regression":
+        raise DeriveError(f"model {spec['name']!r} is a regression model (loss {M.loss_name(spec)!r}); "
+                          "labels are for classifiers: use predict")
+    if task == "multilabel":
+        return (out >= 0.5).astype(np.int64)
+    idx = (out[:, 0] >= 0.5).astype(np.int64) if task == "binary" else np.argmax(out, axis=1)
+    return labels.decode(idx) if labels is not None else idx
 
 
 def _compile(module, runs, X, Y, batch_size, hyper) -> float:
@@ -155,6 +246,7 @@ def fit(
     init: object = None,
     dtype: object = np.float64,
     resume: object = None,
+    patience: int | None = None,
     log_every: int = 0,
     progress: Progress | None = None,
     spec: str | None = None,
@@ -163,11 +255,14 @@ def fit(
     """Train ``model`` (a catalogue name, a ``Model(...)`` spec or a generated module) on (X, Y) or
     ``data``; see the module docstring. ``hyper`` overrides hyperparameters (``{"lr": 0.01}``).
     ``resume`` is a checkpoint (a path or a loaded one) whose parameters, optimizer state and
-    standardisation continue. Raises :class:`Diverged` when the loss turns non-finite."""
+    standardisation continue. ``patience``: stop a run when its validation loss has not improved
+    for that many epochs and restore its best epoch. For a softmax model, Y may be one column
+    (or a 1-D array) of class labels, integers or text. Raises :class:`Diverged` when the loss
+    turns non-finite."""
     try:
         return _fit(model, X, Y, data=data, epochs=epochs, batch_size=batch_size, seed=seed, val_split=val_split,
                     standardize=standardize, restarts=restarts, init=init, dtype=dtype, resume=resume,
-                    log_every=log_every, progress=progress, spec=spec, hyper=hyper)
+                    patience=patience, log_every=log_every, progress=progress, spec=spec, hyper=hyper)
     except DeriveError:
         raise
     except ValueError as exc:  # the generated module's own checks: "<model>: <what>"
@@ -175,7 +270,7 @@ def fit(
 
 
 def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize, restarts, init, dtype, resume,
-         log_every, progress, spec, hyper) -> FitResult:
+         patience, log_every, progress, spec, hyper) -> FitResult:
     from .checkpoint import Checkpoint, load_checkpoint
 
     module = load_model(model, spec)
@@ -185,13 +280,19 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
     batch_size = _count("batch_size", batch_size, 1)
     restarts = _count("restarts", restarts, 1)
     log_every = _count("log_every", log_every, 0)
+    if patience is not None:
+        patience = _count("patience", patience, 1)
     if restarts > 1 and resume is not None:
         raise DeriveError("resume continues one saved run; it cannot be combined with restarts > 1")
     ck = None
     if resume is not None:
         ck = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume, module)
         ck.check(module)
+    saved_split = split_settings(ck, None, None) if ck is not None else None
     seed, val_split = split_settings(ck, seed, val_split)
+    if patience is not None and not val_split:
+        raise DeriveError(f"patience {patience} (early stopping) watches the validation loss, but val_split is 0: "
+                          "hold out rows for validation (val_split > 0, --val-split) or drop the patience")
 
     # ---- data
     if data is not None:
@@ -201,10 +302,11 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
             raise DataError("fit needs X and Y (or data=...)")
         where = "the data"
     X = _matrix(X, "X", spec_d["inputs"])
-    Y = _matrix(Y, "Y", spec_d["layers"][-1][0])
+    saved_labels = _saved_labels(ck)
+    Y, labels = targets(spec_d, Y, data, where, saved_labels)
     if X.shape[0] != Y.shape[0]:
         raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
-    check_targets(Y, spec_d["loss"], where, data.target_names if data is not None else None)
+    check_targets(Y, M.loss_name(spec_d), where, _target_names(data, labels, Y))
     Xtr, Ytr, Xva, Yva = train_val_split(X, Y, val_split, seed)
 
     scaler = None
@@ -229,10 +331,17 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
         for s in seeds:
             p = module.init_params(seed=s, dtype=dt, init=init)
             runs.append((p, module.init_state(p, **hyper)))
+    watches = None
+    if patience is not None:
+        if ck is not None and saved_split == (seed, val_split):  # the same validation rows: go on counting
+            watches = [Watch.resume(patience, ck.meta.get("early_stopping"), int(ck.state["epoch"]), ck.params,
+                                    ck.state, ck.best)]
+        else:
+            watches = [Watch(patience) for _ in runs]
 
-    # ---- train in chunks
+    # ---- train in chunks (of one epoch with patience: every epoch's validation loss is needed)
     chunk = 1
-    max_chunk = max(1, epochs // MIN_CHUNKS)
+    max_chunk = 1 if patience is not None else max(1, epochs // MIN_CHUNKS)
     if log_every:
         max_chunk = min(max_chunk, log_every)
     L = len(spec_d["layers"])
@@ -253,7 +362,7 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
         if log_every:  # end chunks on the epochs that are logged
             n = min(n, log_every - done % log_every)
         tick = time.perf_counter()
-        live = [k for k in range(R) if alive[k]]
+        live = [k for k in range(R) if alive[k] and not (watches and watches[k].stopped)]
         if len(live) > 1:
             results = module.train_many([runs[k][0] for k in live], [runs[k][1] for k in live], Xtr, Ytr,
                                         epochs=n, batch_size=batch_size, seeds=[seeds[k] for k in live], **hyper)
@@ -270,44 +379,160 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
                 alive[k] = False
                 stopped[k] = {"epoch": first_epoch + done + res["epoch"], "batch": res["batch"]}
             elif len(Xva):
-                history["val_loss"][k, done:done + n] = module.loss(runs[k][0], Xva, Yva, **hyper)
+                val = module.loss(runs[k][0], Xva, Yva, **hyper)
+                history["val_loss"][k, done:done + n] = val
+                if watches:
+                    watches[k].update(first_epoch + done + n, val, *runs[k])
         done += n
-        if not any(alive):
-            break
+        running = [k for k in range(R) if alive[k] and not (watches and watches[k].stopped)]
         if time.perf_counter() - tick < CHUNK_SECONDS:
             chunk = min(2 * chunk, max_chunk)
-        if progress:
-            k = _best(history, alive, done)
+        if progress and any(alive):
+            k = _best(history, running or [k for k in range(R) if alive[k]], done)
             val = history["val_loss"][k, done - 1]
             progress.update(first_epoch + done, float(history["loss"][k, done - 1]),
                             None if math.isnan(val) else float(val))
-            if log_every and done % log_every == 0 or done == epochs:
+            if log_every and done % log_every == 0 or done == epochs or not running:
                 progress.line(_log_line(first_epoch + done, first_epoch + epochs, history, k))
+        if not running:
+            break
     wall = time.perf_counter() - start
     if progress:
         progress.finish()
 
     # ---- the verdict
-    best = _best(history, alive, epochs)
+    for k, watch in enumerate(watches or []):
+        if watch.stopped and alive[k]:
+            runs[k] = watch.best_run  # restore_best_weights, and the optimizer state that goes with them
+    finals = _finals(history, alive, watches, done)
+    best = _pick(finals, alive)
     params, state = runs[best]
     metrics = {"epochs": done, "wall_time": wall, "compile_time": compile_time, "steps": steps, "restarts": R,
                "select_by": "validation" if len(Xva) else "training"}
     result = FitResult(module, params, state, scaler, history, metrics, best, seeds,
                        settings={"epochs": epochs, "batch_size": batch_size, "seed": seed, "val_split": val_split,
                                  "standardize": scaler is not None, "restarts": restarts, "init": init,
-                                 "hyper": {**module.HYPER, **hyper}, "dtype": str(dt)})
+                                 "patience": patience, "hyper": {**module.HYPER, **hyper}, "dtype": str(dt)},
+                       labels=labels, watches=watches)
     if not alive[best]:
         where_ = stopped[best]
         result.diverged = _divergence_message(module, where_, hyper, R)
         raise Diverged(result.diverged, result)
-    _metrics(result, Xtr, Ytr, Xva, Yva, hyper)
+    _metrics(result, Xtr, Ytr, Xva, Yva, hyper, _class_names(spec_d, labels, data))
+    if watches:
+        w = watches[best]
+        metrics.update(patience=patience, best_epoch=w.best_epoch, best_val_loss=w.best_loss,
+                       stopped_epoch=w.stopped_epoch, stopped_epochs=[v.stopped_epoch for v in watches])
     if R > 1:
-        key = "val_loss" if len(Xva) else "loss"
-        finals = np.array([history[key][k, epochs - 1] for k in range(R) if alive[k]])
-        metrics.update(spread_min=float(finals.min()), spread_median=float(np.median(finals)),
-                       spread_max=float(finals.max()), diverged_runs=R - int(sum(alive)))
+        ok = finals[[k for k in range(R) if alive[k]]]
+        metrics.update(spread_min=float(ok.min()), spread_median=float(np.median(ok)),
+                       spread_max=float(ok.max()), diverged_runs=R - int(sum(alive)))
     result.warnings += gradient_warnings(history["grad_norm"][best], spec_d)
     return result
+
+
+def _finals(history: dict, alive: list[bool], watches: list[Watch] | None, done: int) -> np.ndarray:
+    """Each run's validation loss (training loss without validation rows) with the parameters it
+    ends with: its best epoch's after an early stop, else its last epoch's; NaN if it diverged."""
+    key = "val_loss" if not np.isnan(history["val_loss"][:, :done]).all() else "loss"
+    out = np.full(len(alive), np.nan)
+    for k in range(len(alive)):
+        if not alive[k]:
+            continue
+        if watches and watches[k].stopped:
+            out[k] = watches[k].best_loss
+        else:
+            out[k] = history[key][k, done - 1]
+    return out
+
+
+def _pick(finals: np.ndarray, alive: list[bool]) -> int:
+    """The live run with the lowest final loss (the first live run when none is a number)."""
+    live = [k for k in range(len(alive)) if alive[k]]
+    if not live:
+        return 0
+    vals = finals[live]
+    return live[int(np.nanargmin(vals))] if not np.isnan(vals).all() else live[0]
+
+
+# --------------------------------------------------------------------------- targets and class labels
+
+
+def targets(spec: dict, Y: object, data: Dataset | None, where: str,
+            saved: ClassLabels | None = None) -> tuple[np.ndarray, ClassLabels | None]:
+    """The targets as the model's (N, outputs) float64 matrix, and the class labels they came from.
+
+    A softmax model with C outputs takes one column (or a 1-D array) of class labels, integers or
+    text, or ``data.classes`` indices: the classes are the sorted distinct labels (``saved``, a
+    resumed model's, when given: a label it does not know is an error naming the row), there must
+    be C of them, and each row becomes a one-hot row. Or (N, C) rows of class probabilities.
+    A one-output sigmoid model trained on a column of two text labels keeps them too (Y = 0/1)."""
+    task = M.task_of(spec)
+    units = spec["layers"][-1][0]
+    raw = _label_column(Y, data)
+    if task == "multiclass" and raw is not None:
+        what = f"the target column{f' {data.target_names[0]!r}' if data is not None else ''}"
+        labels = saved if saved is not None else ClassLabels.fit(raw, where)
+        if labels.n_classes != units:
+            raise DataError(f"{what} has {labels.n_classes} classes {_show(labels.classes)} but the model's softmax "
+                            f"output has {units} units; they must match", where)
+        return labels.one_hot(raw, np.float64, where), labels
+    if task == "multiclass":
+        Y = _matrix(Y, "Y")
+        if Y.shape[1] != units:
+            raise DataError(f"Y has {Y.shape[1]} columns but model {spec['name']!r} has a softmax output of {units} "
+                            f"units: give one column of class labels, or {units} columns of class probabilities",
+                            where)
+        return Y, None
+    if task == "binary" and data is not None and data.classes is not None:
+        labels = saved if saved is not None else ClassLabels(data.classes)
+        if labels.n_classes != 2:
+            raise DataError(f"the target column {data.target_names[0]!r} has {labels.n_classes} classes "
+                            f"{_show(labels.classes)} but model {spec['name']!r} has one sigmoid output, for two "
+                            "classes; use a softmax output of that many units with loss 'cross_entropy'", where)
+        return labels.encode(raw, where).astype(np.float64)[:, None], labels
+    if task == "binary" and saved is not None and raw is not None:  # a resumed binary model with labels
+        return saved.encode(raw, where).astype(np.float64)[:, None], saved
+    return _matrix(Y, "Y", units), None
+
+
+def _label_column(Y: object, data: Dataset | None) -> np.ndarray | None:
+    """The target as one column of raw labels (text labels decoded from ``data.classes``), or
+    None when it is not one column."""
+    if data is not None:
+        if data.Y.shape[1] != 1:
+            return None
+        if data.classes is not None:
+            return np.asarray(data.classes, dtype=str)[data.Y[:, 0].astype(np.int64)]
+        return data.Y[:, 0]
+    arr = Y if isinstance(Y, np.ndarray) else np.asarray(Y, dtype=object)
+    if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
+        return arr.reshape(-1)
+    return None
+
+
+def _saved_labels(ck) -> ClassLabels | None:
+    d = ck.meta.get("classes") if ck is not None else None
+    return ClassLabels.from_dict(d) if d else None
+
+
+def _show(classes: tuple) -> str:
+    shown = ", ".join(repr(c) for c in classes[:8])
+    return f"[{shown}{', ...' if len(classes) > 8 else ''}]"
+
+
+def _target_names(data: Dataset | None, labels: ClassLabels | None, Y: np.ndarray) -> list[str] | None:
+    if labels is not None or data is None or len(data.target_names) != Y.shape[1]:
+        return None
+    return list(data.target_names)
+
+
+def _class_names(spec: dict, labels: ClassLabels | None, data: Dataset | None) -> tuple[str, ...] | None:
+    """The names of the report's rows: the classes, or a multi-label model's target columns."""
+    if M.task_of(spec) == "multilabel":
+        return data.target_names if data is not None else None
+    classes = classes_of(spec, labels)
+    return None if classes is None else tuple(str(c) for c in classes)
 
 
 def split_settings(ck, seed: int | None, val_split: float | None) -> tuple[int, float]:
@@ -324,9 +549,9 @@ def _count(name: str, value: object, low: int) -> int:
     return int(value)
 
 
-def _best(history: dict, alive: list[bool], done: int) -> int:
-    """The live run with the lowest validation loss (training loss without a validation set)."""
-    live = [k for k in range(len(alive)) if alive[k]] or list(range(len(alive)))
+def _best(history: dict, live: list[int], done: int) -> int:
+    """Of the runs ``live``, the one with the lowest validation loss (training loss without a
+    validation set) after epoch ``done``."""
     for key in ("val_loss", "loss"):
         vals = [history[key][k, done - 1] for k in live]
         if not all(math.isnan(v) for v in vals):
@@ -344,19 +569,29 @@ def _log_line(epoch: int, last: int, history: dict, k: int) -> str:
     return text
 
 
-def _metrics(result: FitResult, Xtr, Ytr, Xva, Yva, hyper) -> None:
+def _metrics(result: FitResult, Xtr, Ytr, Xva, Yva, hyper, names) -> None:
+    """The loss and the metrics of :mod:`derive.runtime.metrics` on the training and validation
+    rows, into ``result.metrics`` (flat ``train_accuracy``, ``val_rmse``, ... and, for a
+    classifier, ``<part>_report`` and ``<part>_confusion``) and ``result.reports``."""
     module, params, m = result.module, result.params, result.metrics
+    task = M.task_of(module.SPEC)
     for part, X, Y in (("train", Xtr, Ytr), ("val", Xva, Yva)):
         if not len(X):
             continue
         m[f"{part}_loss"] = float(module.loss(params, X, Y, **hyper))
+        m[f"{part}_rows"] = len(X)
         pred = module.forward(params, X)
-        if module.SPEC["loss"] == "bce":
-            m[f"{part}_accuracy"] = float(np.mean((pred >= 0.5) == (Y >= 0.5)))
-        elif len(X) > 1:  # coefficient of determination, averaged over the outputs
-            sst = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0)
-            sse = ((Y - pred) ** 2).sum(axis=0)
-            m[f"{part}_r2"] = float(np.mean(1.0 - sse / np.where(sst > 0, sst, np.nan)))
+        if task == "regression":
+            m.update({f"{part}_{k}": v for k, v in M.regression_metrics(Y, pred).items() if not math.isnan(v)})
+            continue
+        report = M.classification_report(Y, pred, task, names)
+        result.reports[part] = report
+        m.update({f"{part}_{k}": v for k, v in report.flat().items()})
+        d = report.to_dict()
+        confusion = d.pop("confusion", None)
+        m[f"{part}_report"] = d
+        if confusion is not None:
+            m[f"{part}_confusion"] = confusion
 
 
 def _divergence_message(module, where: dict, hyper: dict, runs: int) -> str:
