@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "derive.toml"
-CATALOGUE_NAMES = ("linear", "logistic", "xor", "regression", "deep_sigmoid", "activations")
+CATALOGUE_NAMES = ("linear", "logistic", "xor", "regression", "deep_sigmoid", "activations", "iris", "digits", "spiral")
 
 
 @pytest.fixture(scope="session")
@@ -61,15 +61,18 @@ def pure_python(module):
 
 
 def random_problem(module, n=7, seed=0, dtype=np.float64):
-    """Parameters, inputs and targets (in [0, 1], valid for BCE and MSE) from a seeded RNG."""
+    """Parameters, inputs and targets (in [0, 1], valid for BCE and MSE; rows of probabilities for
+    softmax models) from a seeded RNG."""
     rng = np.random.default_rng(seed)
     params = module.init_params(seed=seed, dtype=dtype)
     for k in params:  # non-zero biases so every term is exercised
         if k.startswith("b"):
             params[k] = rng.normal(0, 0.3, size=params[k].shape).astype(dtype)
     X = rng.normal(size=(n, module.SPEC["inputs"])).astype(dtype)
-    Y = rng.uniform(size=(n, module.SPEC["layers"][-1][0])).astype(dtype)
-    return params, X, Y
+    Y = rng.uniform(size=(n, module.SPEC["layers"][-1][0]))
+    if getattr(module, "TARGETS", None) == "distribution":  # softmax: rows of class probabilities
+        Y /= Y.sum(axis=1, keepdims=True)
+    return params, X, Y.astype(dtype)
 
 
 def verify_grad(module, params, X, Y, rtol, seed=0):

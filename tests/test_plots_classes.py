@@ -13,6 +13,7 @@ pytest.importorskip("matplotlib")
 from derive.data import spiral  # noqa: E402
 from derive.errors import DeriveError  # noqa: E402
 from derive.runtime.plots import (  # noqa: E402
+    GRID,
     PlotError,
     draw_confusion,
     draw_decision_regions,
@@ -102,9 +103,18 @@ def test_confusion_ten_classes_labels_do_not_overlap(tmp_path):
     draw_confusion(ax, cm.astype(float), names, cell_inches=0.45)
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
-    xlabels = [t.get_window_extent(r) for t in ax.get_xticklabels()]
-    assert not _overlaps(xlabels)
-    assert all(t.get_rotation() == 45 for t in ax.get_xticklabels())  # long names are turned
+    labels = ax.get_xticklabels()
+    assert all(t.get_rotation() == 45 for t in labels)  # long names are turned ...
+    # ... so that neighbours, a tick spacing apart, are that times sin 45 apart across the text
+    x = [ax.transData.transform((k, 0))[0] for k in range(10)]
+    across = np.diff(x).min() * np.sin(np.pi / 4)
+    assert across > labels[0].get_fontsize() * fig.dpi / 72 * 1.1
+    level = new_figure(7.3, 6.3).subplots()  # the same names level would run into each other
+    level.set_xticks(range(10))
+    level.set_xticklabels(names, fontsize=labels[0].get_fontsize())
+    level.set_xlim(ax.get_xlim())
+    level.get_figure().canvas.draw()
+    assert _overlaps([t.get_window_extent(level.get_figure().canvas.get_renderer()) for t in level.get_xticklabels()])
     texts = [t.get_window_extent(r) for t in ax.texts]
     assert len(texts) == 100 and not _overlaps(texts)
     assert_png(plot_confusion(cm, names, tmp_path / "ten.png"), min_colours=30)
@@ -171,7 +181,7 @@ def test_regions_of_one_sigmoid_output():
     lo, hi = X.min(0) - 0.12 * np.array([2.0, 1.0]), X.max(0) + 0.12 * np.array([2.0, 1.0])
     gx = np.linspace(lo[0], hi[0], 30)
     assert np.array_equal(K, np.broadcast_to((gx >= 0).astype(int), (30, 30)))  # class 1 where p >= 0.5
-    assert ax.get_title() == "Decision regions: 1 of 3 misclassified"  # (0.5, 1) is class 0 but p > 0.5
+    assert ax.get_title() == "Decision regions: 1 of 3 points misclassified"  # (0.5, 1) is class 0 but p > 0.5
 
 
 def test_plot_decision_regions_spiral(tmp_path):
@@ -216,10 +226,11 @@ def _bad_region_inputs():
     X = np.random.default_rng(0).normal(size=(10, 2))
     y = np.arange(10) % 3
     names = ["a", "b", "c"]
+    M = GRID * GRID
     return [
-        ((compass, X, y, names), "predict_proba returned shape (19200, 4) for 19200 points; expected (19200, 3)"),
+        ((compass, X, y, names), f"predict_proba returned shape ({M}, 4) for {M} points; expected ({M}, 3)"),
         ((lambda P: P[:, :1], X, y, names), "returned one column (a sigmoid) but there are 3 classes"),
-        ((lambda P: 1 / 0, X, y, names), "predict_proba failed on a (19200, 2) array of points: ZeroDivisionError"),
+        ((lambda P: 1 / 0, X, y, names), f"predict_proba failed on a ({M}, 2) array of points: ZeroDivisionError"),
         (("model", X, y, names), "predict_proba must be a function"),
         ((compass, np.zeros((10, 3)), y, names), "decision regions need exactly 2 input columns; X has 3"),
         ((compass, X, y[:5], names), "X has 10 rows but y has 5"),
@@ -319,3 +330,30 @@ def test_training_picture_bad_class_inputs(tmp_path, kwargs, message):
         plot_training(tmp_path / "bad.png", loss=loss, **kwargs)
     assert message in str(info.value)
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------
+# derive train --plot for a softmax classifier (derive.runtime.command.plot_result)
+
+
+def test_plot_result_of_a_softmax_classifier(tmp_path, monkeypatch):
+    import derive.runtime.plots as plots
+    from derive.data import load_dataset
+    from derive.runtime.command import plot_result
+    from derive.runtime.fit import fit
+
+    data = load_dataset("spiral", n=120, seed=1)
+    result = fit("spiral", data=data, epochs=3, seed=0)
+    assert result.task == "multiclass" and "val" in result.reports
+    drawn = {}
+    real = plots.draw_decision_regions
+
+    def spy(ax, predict_proba, X, y, names, grid=plots.GRID):
+        drawn.update(X=X, y=y, names=names)
+        return real(ax, predict_proba, X, y, names, grid=24)
+
+    monkeypatch.setattr(plots, "draw_decision_regions", spy)
+    out = plot_result(result, str(tmp_path / "spiral.png"), data)
+    assert_png(out, min_colours=200)
+    assert drawn["names"] == ["0", "1", "2"] and np.array_equal(drawn["X"], data.X)
+    assert np.array_equal(drawn["y"], data.Y[:, 0])  # every row's class, as the outputs number them

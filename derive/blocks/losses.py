@@ -8,14 +8,14 @@ A loss may take build-time options (``loss = { name = "huber", delta = 2.0 }``),
 :class:`Option`: validated when the spec is read, recorded in it, and substituted into the kernels
 as a constant, like an activation parameter. With :math:`d = \hat y - y`:
 
-| name | :math:`\ell` | options | PyTorch |
-|---|---|---|---|
-| mse (l2) | :math:`d^2` | | ``MSELoss`` |
-| mae (l1) | :math:`\lvert d\rvert` (gradient 0 at :math:`d = 0`) | | ``L1Loss`` |
-| huber | :math:`d^2/2` if :math:`\lvert d\rvert < \delta` else :math:`\delta(\lvert d\rvert - \delta/2)` | delta = 1 | ``HuberLoss`` |
-| smooth_l1 | :math:`d^2/(2\beta)` if :math:`\lvert d\rvert < \beta` else :math:`\lvert d\rvert - \beta/2` | beta = 1 | ``SmoothL1Loss`` |
-| log_cosh | :math:`\log\cosh d`, computed as :math:`\lvert d\rvert + \log(1 + e^{-2\lvert d\rvert}) - \log 2` | | |
-| bce | :math:`-(y \log \hat y + (1 - y)\log(1 - \hat y))` | | ``BCELoss`` |
+* ``mse`` (``l2``): :math:`d^2` (PyTorch's ``MSELoss``);
+* ``mae`` (``l1``): :math:`\lvert d\rvert`, gradient 0 at :math:`d = 0` (``L1Loss``);
+* ``huber`` (``delta`` = 1): :math:`d^2/2` if :math:`\lvert d\rvert < \delta`, else
+  :math:`\delta(\lvert d\rvert - \delta/2)` (``HuberLoss``);
+* ``smooth_l1`` (``beta`` = 1): :math:`d^2/(2\beta)` if :math:`\lvert d\rvert < \beta`, else
+  :math:`\lvert d\rvert - \beta/2` (``SmoothL1Loss``; Huber = β·SmoothL1 when δ = β);
+* ``log_cosh``: :math:`\log\cosh d`, computed as :math:`\lvert d\rvert + \log(1 + e^{-2\lvert d\rvert}) - \log 2`;
+* ``bce``: :math:`-(y \log \hat y + (1 - y)\log(1 - \hat y))` (``BCELoss``).
 """
 
 from __future__ import annotations
@@ -85,6 +85,30 @@ class Option:
 
 
 @dataclass(frozen=True)
+class ClassWeights(Option):
+    """One positive, finite weight per output unit (``class_weights = [1.0, 2.0, 0.5]``)."""
+
+    def check(self, value: object, where: str, outputs: int) -> object:
+        if not isinstance(value, (list, tuple)) or isinstance(value, str):
+            raise SpecError(f"must be a list of {outputs} positive numbers (one per class), got {value!r}", where)
+        if len(value) != outputs:
+            raise SpecError(f"must have one weight per class: the output layer has {outputs} units, got "
+                            f"{len(value)} weights", where)
+        out = []
+        for k, v in enumerate(value):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < float(v) < INF):
+                raise SpecError(f"weight {k} must be a positive finite number, got {v!r}", where)
+            out.append(float(v))
+        return tuple(out)
+
+    def describe(self) -> str:
+        return "one positive number per class"
+
+    def format(self, value: object) -> str:
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+
+
+@dataclass(frozen=True)
 class LossRule:
     name: str
     expr: sp.Expr  # ℓ(yhat, y)
@@ -140,7 +164,11 @@ REGISTRY: dict[str, LossRule] = {
     "cross_entropy": LossRule(
         "cross_entropy", -y * sp.log(yhat),
         "categorical cross-entropy after a softmax output (targets: one-hot or probability rows, or class "
-        "labels), mean over the rows", vector="softmax"),
+        "labels), mean over the rows", vector="softmax",
+        options={"label_smoothing": Option(None, 0.0, 1.0, low_open=False, high_open=True,
+                                           doc="ε: targets become (1 - ε) y + ε / n_classes (PyTorch's label_smoothing)"),
+                 "class_weights": ClassWeights(doc="one positive weight per class (output unit); the mean is "
+                                               "divided by the sum of the rows' weights, as PyTorch's weight=")}),
 }
 
 # Regression losses beyond MSE, as PyTorch defines them (d = yhat - y). Only ℓ is written here;

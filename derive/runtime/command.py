@@ -15,9 +15,10 @@ import numpy as np
 from ..data import DATASETS, ClassLabels, DataError, Dataset, load_csv, load_dataset
 from ..errors import DeriveError, suggest
 from . import metrics as M
-from .fit import Diverged, FitResult, classes_of, fit, split_settings
+from .fit import Diverged, FitResult, fit, split_settings
 from .models import load_model
 from .progress import TerminalProgress
+from .targets import classes_of, predicted_labels, saved_labels
 
 EXIT_DIVERGED = 3
 
@@ -170,11 +171,35 @@ def save_result(result: FitResult, path: str, dataset: Dataset | None = None) ->
 def plot_result(result: FitResult, path: str, dataset: Dataset | None = None) -> Path:
     from .plots import plot_training
 
+    if result.task == "multiclass":
+        return _plot_classifier(result, path, dataset)
     two_d = result.module.SPEC["inputs"] == 2 and result.task == "binary" and dataset is not None
     h = result.history
     return plot_training(path, loss=h["loss"], val_loss=h["val_loss"], grad_norms=h["grad_norm"], best=result.best,
                          predict=result.predict if two_d else None,
                          X=dataset.X if two_d else None, Y=dataset.Y if two_d else None,
+                         title=f"{result.name}: {_summary(result.module.SPEC)}")
+
+
+def _plot_classifier(result: FitResult, path: str, dataset: Dataset | None) -> Path:
+    """A softmax classifier's picture: the training curves, for 2 inputs the decision regions of its
+    classes with the points, and the confusion matrix of the validation rows (else the training rows)."""
+    from .plots import plot_training
+    from .targets import targets
+
+    part = "val" if "val" in result.reports else "train"
+    report = result.reports.get(part)
+    regions = result.module.SPEC["inputs"] == 2 and dataset is not None
+    y = None
+    if regions:  # each row's class index, as the model's outputs number them
+        onehot, _ = targets(result.module.SPEC, dataset.Y, dataset, dataset.source, result.labels)
+        y = np.argmax(onehot, axis=1)
+    h = result.history
+    return plot_training(path, loss=h["loss"], val_loss=h["val_loss"], grad_norms=h["grad_norm"], best=result.best,
+                         predict=result.predict_proba if regions else None, X=dataset.X if regions else None, Y=y,
+                         classes=[str(c) for c in result.classes],
+                         confusion=None if report is None else report.confusion,
+                         confusion_rows="validation" if part == "val" else "training",
                          title=f"{result.name}: {_summary(result.module.SPEC)}")
 
 
@@ -199,16 +224,16 @@ def predict_command(checkpoint: str, data: str, target: str | None, spec: str | 
     if ck.standardizer is not None:
         X = ck.standardizer.transform(X)
     pred = module.forward(ck.params, np.ascontiguousarray(X, dtype=ck.params["W1"].dtype))
-    labels = ClassLabels.from_dict(ck.meta["classes"]) if ck.meta.get("classes") else None
+    labels = saved_labels(ck.meta)
     names = ck.meta.get("targets") or [f"y{j + 1}" for j in range(pred.shape[1])]
     task = M.task_of(module.SPEC)
     if task == "regression":
         lines = [",".join(names)] + [",".join(f"{v:.9g}" for v in row) for row in pred]
     else:
         if labels is not None and dataset.n_outputs == 1:  # the rows have their labels: all must be known
-            from .fit import _label_column
+            from .targets import label_column
 
-            labels.encode(_label_column(None, dataset), f"{dataset.source}, target {dataset.target_names[0]!r}")
+            labels.encode(label_column(None, dataset), f"{dataset.source}, target {dataset.target_names[0]!r}")
         lines = _classifier_rows(module.SPEC, pred, labels, names)
     text = "\n".join(lines) + "\n"
     if out:
@@ -222,8 +247,6 @@ def predict_command(checkpoint: str, data: str, target: str | None, spec: str | 
 
 def _classifier_rows(spec: dict, pred: np.ndarray, labels: ClassLabels | None, names: list[str]) -> list[str]:
     """The CSV lines of a classifier's predictions: header, then a row per sample."""
-    from .fit import predicted_labels
-
     task = M.task_of(spec)
     chosen = predicted_labels(spec, pred, labels)
     if task == "multilabel":

@@ -39,6 +39,7 @@ from ..errors import DeriveError
 from . import metrics as M
 from .early_stopping import Watch
 from .models import load_model
+from .targets import _matrix, class_names, classes_of, predicted_labels, probabilities, saved_labels, targets
 
 #: Ratio of the first layer's to the last layer's gradient norm beyond which fit() warns.
 GRADIENT_RATIO_WARN = 100.0
@@ -119,14 +120,16 @@ class FitResult:
             lines.append(f"  best of {m['restarts']} restarts: run {self.best} (seed {self.seeds[self.best]}); "
                          f"final {m['select_by']} loss min {m['spread_min']:.6g}, median {m['spread_median']:.6g}, "
                          f"max {m['spread_max']:.6g}" + (f", {m['diverged_runs']} diverged"
-                                                         if m.get("diverged_runs") else ""))
+                                                         if m.get("diverged_runs") else "")
+                         + (f", {sum(w.stopped for w in self.watches)} stopped early"
+                            if self.watches and any(w.stopped for w in self.watches) else ""))
         if self.watches:
             watch = self.watches[self.best]
             if watch.stopped:
                 lines.append(f"  {watch.message()}")
             else:
-                lines.append(f"  no early stop: the validation loss improved within the patience of "
-                             f"{watch.patience} epochs (best {watch.best_loss:.6g} at epoch {watch.best_epoch})")
+                lines.append(f"  no early stop (patience {watch.patience}): the validation loss was lowest at epoch "
+                             f"{watch.best_epoch} ({watch.best_loss:.6g}); the final parameters are kept")
         part = "val" if "val" in self.reports else "train"
         report = self.reports.get(part)
         if report is not None:
@@ -154,39 +157,6 @@ def _headline(m: dict, part: str) -> str:
     return text
 
 
-def classes_of(spec: dict, labels: ClassLabels | None) -> tuple | None:
-    """A classifier's classes in output order (the labels, else 0 ... C-1); None for regression."""
-    task = M.task_of(spec)
-    if task == "regression":
-        return None
-    if labels is not None:
-        return labels.classes
-    return (0, 1) if task == "binary" else tuple(range(spec["layers"][-1][0]))
-
-
-def probabilities(spec: dict, out: np.ndarray) -> np.ndarray:
-    """The model's output ``out`` as class probabilities (see :meth:`FitResult.predict_proba`)."""
-    task = M.task_of(spec)
-    if task == "regression":
-        raise DeriveError(f"model {spec['name']!r} is a regression model (loss {M.loss_name(spec)!r}); "
-                          "class probabilities are for classifiers: use predict")
-    if task == "binary":
-        return np.column_stack([1 - out[:, 0], out[:, 0]])
-    return out
-
-
-def predicted_labels(spec: dict, out: np.ndarray, labels: ClassLabels | None) -> np.ndarray:
-    """The predicted class of each row of the model's output ``out`` (see :meth:`FitResult.predict_labels`)."""
-    task = M.task_of(spec)
-    if task == "regression":
-        raise DeriveError(f"model {spec['name']!r} is a regression model (loss {M.loss_name(spec)!r}); "
-                          "labels are for classifiers: use predict")
-    if task == "multilabel":
-        return (out >= 0.5).astype(np.int64)
-    idx = (out[:, 0] >= 0.5).astype(np.int64) if task == "binary" else np.argmax(out, axis=1)
-    return labels.decode(idx) if labels is not None else idx
-
-
 def _compile(module, runs, X, Y, batch_size, hyper) -> float:
     """Seconds to compile the kernels a fit calls (or load them from Numba's cache): a call of
     zero epochs on copies of the first run, so that the training time reported is training only."""
@@ -199,20 +169,6 @@ def _compile(module, runs, X, Y, batch_size, hyper) -> float:
         module.train(params, state, X, Y, epochs=0, batch_size=batch_size, **hyper)
     module.loss(params, X[:1], Y[:1], **hyper)
     return time.perf_counter() - tick
-
-
-def _matrix(a: object, name: str, cols: int | None = None) -> np.ndarray:
-    arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        raise DataError(f"{name} must be a 2-D array (samples, columns), got shape {arr.shape}")
-    if cols is not None and arr.shape[1] != cols:
-        raise DataError(f"{name} has {arr.shape[1]} columns but the model takes {cols}")
-    if not np.isfinite(arr).all():
-        i, j = np.argwhere(~np.isfinite(arr))[0]
-        raise DataError(f"{name} has a non-finite value {arr[i, j]} at row {i + 1}, column {j + 1}")
-    return np.ascontiguousarray(arr)
 
 
 class Progress:
@@ -302,11 +258,11 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
             raise DataError("fit needs X and Y (or data=...)")
         where = "the data"
     X = _matrix(X, "X", spec_d["inputs"])
-    saved_labels = _saved_labels(ck)
-    Y, labels = targets(spec_d, Y, data, where, saved_labels)
+    Y, labels = targets(spec_d, Y, data, where, saved_labels(ck.meta) if ck is not None else None)
     if X.shape[0] != Y.shape[0]:
         raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
-    check_targets(Y, M.loss_name(spec_d), where, _target_names(data, labels, Y))
+    names = list(data.target_names) if data is not None and labels is None else None
+    check_targets(Y, M.loss_name(spec_d), where, names)
     Xtr, Ytr, Xva, Yva = train_val_split(X, Y, val_split, seed)
 
     scaler = None
@@ -418,7 +374,7 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
         where_ = stopped[best]
         result.diverged = _divergence_message(module, where_, hyper, R)
         raise Diverged(result.diverged, result)
-    _metrics(result, Xtr, Ytr, Xva, Yva, hyper, _class_names(spec_d, labels, data))
+    _metrics(result, Xtr, Ytr, Xva, Yva, hyper, class_names(spec_d, labels, data))
     if watches:
         w = watches[best]
         metrics.update(patience=patience, best_epoch=w.best_epoch, best_val_loss=w.best_loss,
@@ -453,86 +409,6 @@ def _pick(finals: np.ndarray, alive: list[bool]) -> int:
         return 0
     vals = finals[live]
     return live[int(np.nanargmin(vals))] if not np.isnan(vals).all() else live[0]
-
-
-# --------------------------------------------------------------------------- targets and class labels
-
-
-def targets(spec: dict, Y: object, data: Dataset | None, where: str,
-            saved: ClassLabels | None = None) -> tuple[np.ndarray, ClassLabels | None]:
-    """The targets as the model's (N, outputs) float64 matrix, and the class labels they came from.
-
-    A softmax model with C outputs takes one column (or a 1-D array) of class labels, integers or
-    text, or ``data.classes`` indices: the classes are the sorted distinct labels (``saved``, a
-    resumed model's, when given: a label it does not know is an error naming the row), there must
-    be C of them, and each row becomes a one-hot row. Or (N, C) rows of class probabilities.
-    A one-output sigmoid model trained on a column of two text labels keeps them too (Y = 0/1)."""
-    task = M.task_of(spec)
-    units = spec["layers"][-1][0]
-    raw = _label_column(Y, data)
-    if task == "multiclass" and raw is not None:
-        what = f"the target column{f' {data.target_names[0]!r}' if data is not None else ''}"
-        labels = saved if saved is not None else ClassLabels.fit(raw, where)
-        if labels.n_classes != units:
-            raise DataError(f"{what} has {labels.n_classes} classes {_show(labels.classes)} but the model's softmax "
-                            f"output has {units} units; they must match", where)
-        return labels.one_hot(raw, np.float64, where), labels
-    if task == "multiclass":
-        Y = _matrix(Y, "Y")
-        if Y.shape[1] != units:
-            raise DataError(f"Y has {Y.shape[1]} columns but model {spec['name']!r} has a softmax output of {units} "
-                            f"units: give one column of class labels, or {units} columns of class probabilities",
-                            where)
-        return Y, None
-    if task == "binary" and data is not None and data.classes is not None:
-        labels = saved if saved is not None else ClassLabels(data.classes)
-        if labels.n_classes != 2:
-            raise DataError(f"the target column {data.target_names[0]!r} has {labels.n_classes} classes "
-                            f"{_show(labels.classes)} but model {spec['name']!r} has one sigmoid output, for two "
-                            "classes; use a softmax output of that many units with loss 'cross_entropy'", where)
-        return labels.encode(raw, where).astype(np.float64)[:, None], labels
-    if task == "binary" and saved is not None and raw is not None:  # a resumed binary model with labels
-        return saved.encode(raw, where).astype(np.float64)[:, None], saved
-    return _matrix(Y, "Y", units), None
-
-
-def _label_column(Y: object, data: Dataset | None) -> np.ndarray | None:
-    """The target as one column of raw labels (text labels decoded from ``data.classes``), or
-    None when it is not one column."""
-    if data is not None:
-        if data.Y.shape[1] != 1:
-            return None
-        if data.classes is not None:
-            return np.asarray(data.classes, dtype=str)[data.Y[:, 0].astype(np.int64)]
-        return data.Y[:, 0]
-    arr = Y if isinstance(Y, np.ndarray) else np.asarray(Y, dtype=object)
-    if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
-        return arr.reshape(-1)
-    return None
-
-
-def _saved_labels(ck) -> ClassLabels | None:
-    d = ck.meta.get("classes") if ck is not None else None
-    return ClassLabels.from_dict(d) if d else None
-
-
-def _show(classes: tuple) -> str:
-    shown = ", ".join(repr(c) for c in classes[:8])
-    return f"[{shown}{', ...' if len(classes) > 8 else ''}]"
-
-
-def _target_names(data: Dataset | None, labels: ClassLabels | None, Y: np.ndarray) -> list[str] | None:
-    if labels is not None or data is None or len(data.target_names) != Y.shape[1]:
-        return None
-    return list(data.target_names)
-
-
-def _class_names(spec: dict, labels: ClassLabels | None, data: Dataset | None) -> tuple[str, ...] | None:
-    """The names of the report's rows: the classes, or a multi-label model's target columns."""
-    if M.task_of(spec) == "multilabel":
-        return data.target_names if data is not None else None
-    classes = classes_of(spec, labels)
-    return None if classes is None else tuple(str(c) for c in classes)
 
 
 def split_settings(ck, seed: int | None, val_split: float | None) -> tuple[int, float]:

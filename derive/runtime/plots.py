@@ -311,7 +311,8 @@ def draw_decision_boundary(ax, predict: Callable[[np.ndarray], np.ndarray], X: n
 
 def plot_training(path: str | os.PathLike, *, loss, val_loss=None, grad_norms=None, best: int = 0,
                   layer_names: Sequence[str] | None = None, predict: Callable[[np.ndarray], np.ndarray] | None = None,
-                  X=None, Y=None, title: str = "", classes: Sequence | None = None, confusion=None) -> Path:
+                  X=None, Y=None, title: str = "", classes: Sequence | None = None, confusion=None,
+                  confusion_rows: str = "") -> Path:
     """Write one PNG with the story of a training run; returns its path.
 
     * ``loss`` (restarts R, epochs E): the training loss per restart and epoch (R = 1 without
@@ -326,7 +327,7 @@ def plot_training(path: str | os.PathLike, *, loss, val_loss=None, grad_norms=No
       class probabilities (or (M, 1) for a sigmoid and 2 classes), ``Y`` each row's class index,
       and the panel shows the decision regions of every class (:func:`draw_decision_regions`).
     * ``confusion`` (C, C) counts, rows = true class: a confusion-matrix panel, its axes named by
-      ``classes`` (or 0 ... C-1).
+      ``classes`` (or 0 ... C-1); ``confusion_rows`` says which rows it counts ("validation").
     """
     check_png_path(path)
     L, V, best = check_losses(loss, val_loss, best)
@@ -371,7 +372,8 @@ def plot_training(path: str | os.PathLike, *, loss, val_loss=None, grad_norms=No
     elif boundary:
         draw_decision_boundary(axes[1 + (G is not None)], predict, Xa, Ya)
     if M is not None:
-        draw_confusion(axes[-1], M, confusion_names, cell_inches=(widths[-1] - 1.8) / M.shape[0])
+        draw_confusion(axes[-1], M, confusion_names, cell_inches=(widths[-1] - 1.8) / M.shape[0],
+                       rows=confusion_rows)
     if title:
         fig.suptitle(title, fontsize="large")
     return save_png(fig, path)
@@ -479,12 +481,13 @@ def _tick_labels(ax, names: Sequence[str], cell_inches: float) -> None:
 
 
 def draw_confusion(ax, matrix: np.ndarray, names: Sequence[str], normalize=None,
-                   cell_inches: float = 0.6) -> np.ndarray:
+                   cell_inches: float = 0.6, rows: str = "") -> np.ndarray:
     """The confusion matrix as coloured cells, rows = true class, with the numbers written in.
 
     ``normalize='true'`` divides each row by its sum (the recall of each class on the diagonal);
     a row with no samples stays blank. The colour scale is a square root, so that a few errors
-    still show beside a diagonal of hundreds. Returns the values drawn.
+    still show beside a diagonal of hundreds. ``rows`` says which rows were counted (for the
+    title: "validation"). Returns the values drawn.
     """
     require_matplotlib()
     from matplotlib.colors import PowerNorm
@@ -524,9 +527,10 @@ def draw_confusion(ax, matrix: np.ndarray, names: Sequence[str], normalize=None,
     ax.grid(which="minor", color="white", linewidth=1.0)
     ax.tick_params(which="minor", length=0)
     right = float(np.trace(matrix))
-    accuracy = f": accuracy {right / total:.1%} of {int(total) if integral else f'{total:g}'}" if total > 0 else ""
+    accuracy = f"\naccuracy {right / total:.1%} of {int(total) if integral else f'{total:g}'}" if total > 0 else ""
     norm = ", rows normalised" if normalize == "true" else ""
-    ax.set_title(f"Confusion matrix{norm}{accuracy}")
+    which = f" ({rows} rows)" if rows else ""
+    ax.set_title(f"Confusion matrix{which}{norm}{accuracy}")
     return shown
 
 
@@ -566,7 +570,7 @@ def check_class_points(X, y, names: Sequence[str]) -> tuple[np.ndarray, np.ndarr
         bad = ~np.isfinite(idx) | (idx != np.round(idx)) | (idx < 0) | (idx >= len(names))
         if bad.any():
             i = int(np.argmax(bad))
-            raise PlotError(f"y at row {i + 1} is {raw[i]!r}, not a class index 0 ... {len(names) - 1}")
+            raise PlotError(f"y at row {i + 1} is {raw[i].item()!r}, not a class index 0 ... {len(names) - 1}")
         return X, idx.astype(np.int64)
     lookup = {n: k for k, n in enumerate(names)}
     out = np.empty(raw.shape[0], dtype=np.int64)
@@ -668,7 +672,7 @@ def draw_decision_regions(ax, predict_proba: Callable[[np.ndarray], np.ndarray],
     ax.set_ylabel("$x_2$")
     title = "Decision regions (argmax)" if C > 2 else "Decision regions"
     if y is not None:
-        title += f": {wrong} of {len(y)} misclassified"
+        title += f": {wrong} of {len(y)} points misclassified"
     ax.set_title(title)
     legend_title = "class" if y is None else "true class"
     if handles:

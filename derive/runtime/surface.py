@@ -182,6 +182,7 @@ def load_objective(expr: str, variables: Sequence[str], optimizer: str, folder: 
     The file is rewritten only when its text changes, so Numba's cache (beside it, keyed by the
     file's time stamp) stays valid between runs; within a process the module is imported once.
     """
+    from ..codegen.render import RUNTIME_NAME, runtime_text
     from ..files import write_atomic
     from ..objective import Objective
 
@@ -194,6 +195,9 @@ def load_objective(expr: str, variables: Sequence[str], optimizer: str, folder: 
         return _LOADED[key]
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        runtime = folder / RUNTIME_NAME  # the kernel runtime the module loads from beside it
+        if not runtime.is_file() or runtime.read_text(encoding="utf-8") != runtime_text():
+            write_atomic(runtime, runtime_text())
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             write_atomic(path, text)
     except OSError as exc:
