@@ -7,10 +7,15 @@ first-step losses agree and their times are comparable.
 Conventions shared by all peers
 -------------------------------
 * Weight layout: ``W`` has shape ``(n_in, n_out)`` and ``Z = A @ W + b``.
-* Losses use mean reduction over **all** elements (``B * n_out``), like torch.
+* Losses use mean reduction over **all** elements (``B * n_out``), like torch; except the
+  cross-entropy, which is a mean over the ``B`` rows (torch's ``F.cross_entropy``).
 * BCE after a sigmoid output is computed from the logits (the BCEWithLogits form
   ``max(z, 0) - z*y + log1p(exp(-|z|))``); its gradient is ``(sigmoid(z) - y) / (B*n_out)``.
 * MSE is ``mean((a - y)**2)``.
+* Cross-entropy after a softmax output (the only place softmax may be) is computed from the
+  logits with the row max subtracted: ``mean_rows(sum_j y_j (lse - z_j))`` with ``lse = m +
+  log(sum_k exp(z_k - m))``, ``m = max_k z_k``; targets are one-hot rows; its gradient with
+  respect to the logits is ``(softmax(z) - y) / B``.
 * Optimizers follow torch semantics (``torch.optim.SGD`` without momentum, ``torch.optim.Adam``);
   ``optax.sgd`` / ``optax.adam`` (``eps_root=0``) are the same equations.
 
@@ -36,8 +41,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid")
-LOSSES = ("bce", "mse")
+ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "softmax")
+LOSSES = ("bce", "mse", "cross_entropy")
 DTYPES = ("float32", "float64")
 
 
@@ -68,6 +73,9 @@ class Config:
             raise ValueError(f"config {self.name!r}: unknown loss {self.loss!r}; use {LOSSES}")
         if self.loss == "bce" and self.activations[-1] != "sigmoid":
             raise ValueError(f"config {self.name!r}: BCE needs a sigmoid output (BCE-with-logits form)")
+        if (self.loss == "cross_entropy") != (self.activations[-1] == "softmax") or "softmax" in self.activations[:-1]:
+            raise ValueError(f"config {self.name!r}: cross_entropy goes with a softmax output layer, and softmax "
+                             "only there")
 
     @property
     def layers(self) -> list[tuple[int, int]]:
@@ -79,9 +87,10 @@ class Config:
         return sum(i * o + o for i, o in self.layers)
 
     def describe(self) -> str:
-        """e.g. ``"2-8-1 tanh/sigmoid bce b32"``."""
+        """e.g. ``"2-8-1 tanh/sigmoid BCE b32"``, ``"64-128-10 relu/softmax CE b64"``."""
         shape = "-".join(str(s) for s in self.sizes)
-        return f"{shape} {'/'.join(self.activations)} {self.loss.upper()} b{self.batch}"
+        loss = {"cross_entropy": "CE"}.get(self.loss, self.loss.upper())
+        return f"{shape} {'/'.join(self.activations)} {loss} b{self.batch}"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -101,6 +110,7 @@ CONFIGS: dict[str, Config] = {
         Config("small", (10, 32, 1), ("relu", "sigmoid"), "bce", 64, steps=200, repeats=21),
         Config("medium", (64, 128, 128, 1), ("relu", "relu", "identity"), "mse", 128, steps=40, repeats=15),
         Config("large", (784, 512, 256, 10), ("relu", "relu", "sigmoid"), "mse", 256, steps=8, repeats=11),
+        Config("multiclass", (64, 128, 10), ("relu", "softmax"), "cross_entropy", 64, steps=100, repeats=21),
     )
 }
 
@@ -151,7 +161,8 @@ def init_params(config: Config, dtype: str, seed: int) -> list[tuple[np.ndarray,
 def make_batches(config: Config, dtype: str, seed: int, n: int = N_BATCHES) -> list[tuple[np.ndarray, np.ndarray]]:
     """A pool of ``n`` random ``(X, Y)`` mini-batches, C-contiguous, of ``dtype``.
 
-    X ~ N(0, 1). Y: {0, 1} for BCE, U(0, 1) for an MSE on a sigmoid output, N(0, 1) otherwise.
+    X ~ N(0, 1). Y: {0, 1} for BCE, one-hot rows of uniform random classes for cross-entropy,
+    U(0, 1) for an MSE on a sigmoid output, N(0, 1) otherwise.
     """
     rng = np.random.default_rng(seed + 1_000_003)
     b, n_in, n_out = config.batch, config.sizes[0], config.sizes[-1]
@@ -160,6 +171,8 @@ def make_batches(config: Config, dtype: str, seed: int, n: int = N_BATCHES) -> l
         x = rng.standard_normal((b, n_in))
         if config.loss == "bce":
             y = (rng.random((b, n_out)) < 0.5).astype(np.float64)
+        elif config.loss == "cross_entropy":
+            y = np.eye(n_out)[rng.integers(0, n_out, size=b)]
         elif config.activations[-1] == "sigmoid":
             y = rng.random((b, n_out))
         else:

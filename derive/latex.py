@@ -395,6 +395,7 @@ def _loss_section(d: Derivation) -> Section:
     s = Section("Loss")
     if d.eq(f"forward.a{L}").kind == "softmax":
         _softmax_loss_section(d, s)
+        _penalty(d, s)
         return s
     rule = losses.REGISTRY[m.loss]
     values = "".join(f", ${tex(sym)} = {_num(v)}$" for sym, v in rule.values(m.loss_options).items())
@@ -416,11 +417,15 @@ def _loss_section(d: Derivation) -> Section:
     else:
         s.text(f"With $\\hat{{y}} = a_{L}$, computed as written:")
         s.display(row(el))
+    _penalty(d, s)
+    return s
+
+
+def _penalty(d: Derivation, s: Section) -> None:
     if any(e.key == "loss.penalty" for e in d.equations):
         s.text("The regulariser is added to $L$ for every parameter element $\\theta$, weights and biases "
                "alike; its gradient is derived by SymPy in the gradients below.")
         s.display(row(d.eq("loss.penalty")))
-    return s
 
 
 def _loss_name(name: str) -> str:

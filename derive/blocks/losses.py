@@ -165,10 +165,12 @@ REGISTRY: dict[str, LossRule] = {
         "cross_entropy", -y * sp.log(yhat),
         "categorical cross-entropy after a softmax output (targets: one-hot or probability rows, or class "
         "labels), mean over the rows", vector="softmax",
-        options={"label_smoothing": Option(None, 0.0, 1.0, low_open=False, high_open=True,
-                                           doc="ε: targets become (1 - ε) y + ε / n_classes (PyTorch's label_smoothing)"),
-                 "class_weights": ClassWeights(doc="one positive weight per class (output unit); the mean is "
-                                               "divided by the sum of the rows' weights, as PyTorch's weight=")}),
+        options={"label_smoothing": Option(
+                     None, 0.0, 1.0, low_open=False, high_open=True,
+                     doc="ε: targets become (1 - ε) y + ε / n_classes (PyTorch's label_smoothing)"),
+                 "class_weights": ClassWeights(
+                     doc="one positive weight per class (output unit); the mean is divided by the sum of the "
+                         "rows' weights, as PyTorch's weight=")}),
 }
 
 # Regression losses beyond MSE, as PyTorch defines them (d = yhat - y). Only ℓ is written here;
