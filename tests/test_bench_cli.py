@@ -22,3 +22,33 @@ def test_derive_bench_quick_run_reports_derive_and_agreeing_losses(tmp_path):
         line = next(row for row in text.splitlines() if row.startswith(peer))
         assert "error" not in line and "skipped" not in line, line
     assert "Peers agree on" in text
+
+
+def test_derive_bench_multiclass_group_every_peer_computes_the_same_training(tmp_path):
+    """64-128-10 softmax + cross-entropy: derive and every installed peer reach the same loss at the
+    first step and after a block of steps (same forward pass, gradients and updates), in both dtypes.
+    (derive_step runs the same kernels through `step`: the tiny test above covers it.)"""
+    import json
+
+    from benchmarks.report import LOSS_AFTER_RTOL, LOSS_RTOL
+
+    out, raw = tmp_path / "bench.md", tmp_path / "bench.json"
+    peers = "derive,numpy,torch_eager,jax_step,jax_scan"
+    cmd = [sys.executable, "-c", "import cli; cli.main()", "bench", "--configs", "multiclass", "--peers", peers,
+           "--dtypes", "float32,float64", "--optimizers", "adam", "--steps", "3", "--repeats", "3", "--no-gemm",
+           "--out", str(out), "--json", str(raw), "--wait-idle", "0", "--retries", "0"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(raw.read_text())["results"]
+    assert {r["status"] for r in rows} <= {"ok", "skipped"}
+    for dtype in ("float32", "float64"):
+        ok = {r["peer"]: r for r in rows if r["dtype"] == dtype and r["status"] == "ok"}
+        assert {"derive", "numpy"} <= set(ok), sorted(ok)
+        ref = ok["numpy"]
+        for key, rtol in (("first_loss", LOSS_RTOL[dtype]), ("loss_after_steps", LOSS_AFTER_RTOL[dtype])):
+            for peer, r in ok.items():
+                if r.get(key) is not None:
+                    assert abs(r[key] - ref[key]) <= rtol * abs(ref[key]), (dtype, key, peer, r[key], ref[key])
+    text = out.read_text()
+    assert "### multiclass · adam · float64 — 64-128-10 relu/softmax CE b64" in text
+    assert text.count("Peers agree on") == 2 and "disagrees" not in text

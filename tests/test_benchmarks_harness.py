@@ -28,6 +28,7 @@ from benchmarks.worker import run_job
         ("small", 3 * (2 * 64 * 10 * 32 + 2 * 64 * 32 * 1) - 2 * 64 * 10 * 32),  # 94,208
         ("medium", 2 * 128 * (3 * (64 * 128 + 128 * 128 + 128) - 64 * 128)),
         ("large", 2 * 256 * (3 * (784 * 512 + 512 * 256 + 256 * 10) - 784 * 512)),
+        ("multiclass", 3 * (2 * 64 * 64 * 128 + 2 * 64 * 128 * 10) - 2 * 64 * 64 * 128),
     ],
 )
 def test_flops_per_step_matches_hand_count(name, expected):
@@ -39,6 +40,7 @@ def test_flops_literal_values():
     assert flops_per_step(CONFIGS["small"]) == 94_208
     assert flops_per_step(CONFIGS["medium"]) == 16_875_520
     assert flops_per_step(CONFIGS["large"]) == 616_300_544
+    assert flops_per_step(CONFIGS["multiclass"]) == 2_588_672
 
 
 # --------------------------------------------------------------------------- NumPy peer maths
@@ -48,6 +50,8 @@ TEST_CONFIGS = [
     Config("deep", (3, 5, 4, 2), ("relu", "tanh", "sigmoid"), "mse", 6),
     Config("ident", (3, 4, 2), ("sigmoid", "identity"), "mse", 5),
     Config("bce2", (4, 3, 2), ("tanh", "sigmoid"), "bce", 7),
+    Config("softmax3", (4, 5, 3), ("relu", "softmax"), "cross_entropy", 6),
+    Config("softmax_deep", (3, 4, 5, 4), ("tanh", "sigmoid", "softmax"), "cross_entropy", 5),
 ]
 
 
@@ -63,6 +67,9 @@ def reference_loss(config: Config, params, x, y) -> float:
     for (w, b), act in zip(params[:-1], config.activations[:-1], strict=True):
         a = f[act](a @ w + b)
     z = a @ params[-1][0] + params[-1][1]
+    if config.loss == "cross_entropy":  # -log softmax at the targets, mean over the rows
+        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        return float(np.mean(-(y * np.log(p)).sum(axis=1)))
     if config.loss == "bce":
         p = f["sigmoid"](z)
         return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
@@ -115,6 +122,29 @@ def test_numpy_bce_from_logits_is_stable_for_huge_logits():
     loss, g = model.gradient(x, y)
     assert loss == pytest.approx(1e9)  # both examples maximally wrong: |z| each, mean 1e9
     assert np.all(np.isfinite(g))
+
+
+def test_numpy_cross_entropy_is_stable_for_huge_logits():
+    config = Config("huge_ce", (1, 3), ("softmax",), "cross_entropy", 2)
+    w = np.array([[1.0, -1.0, 0.0]])
+    model = NumpyMLP(config, "float32", [(w, np.zeros(3))], OPTIMIZERS["sgd"])
+    x = np.array([[1e4], [-1e4]], dtype=np.float32)
+    y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=np.float32)
+    loss, g = model.gradient(x, y)
+    assert loss == pytest.approx(2e4)  # both rows: the target's logit 2e4 below the largest
+    assert np.all(np.isfinite(g)) and np.all(np.isfinite(model.A[-1]))
+
+
+def test_cross_entropy_config_has_one_hot_targets_and_refuses_other_pairings():
+    config = CONFIGS["multiclass"]
+    assert config.describe() == "64-128-10 relu/softmax CE b64"
+    for x, y in make_batches(config, "float32", seed=0, n=4):
+        assert x.shape == (64, 64) and y.shape == (64, 10) and y.dtype == np.float32
+        assert set(np.unique(y)) == {0.0, 1.0} and np.all(y.sum(axis=1) == 1.0)
+    for sizes, acts, loss in (((3, 2), ("softmax",), "mse"), ((3, 2), ("sigmoid",), "cross_entropy"),
+                              ((3, 4, 2), ("softmax", "softmax"), "cross_entropy")):
+        with pytest.raises(ValueError, match="softmax"):
+            Config("bad", sizes, acts, loss, 4)
 
 
 def test_numpy_adam_follows_the_adam_equations():
@@ -245,8 +275,8 @@ def test_matmuls_bound_times_the_products_of_a_step():
 def test_plan_runs_the_matmuls_bound_only_where_matmuls_dominate():
     jobs = harness.plan(harness.build_parser().parse_args(["--peers", "numpy,matmuls", "--dtypes", "float64"]))
     bound = {(j["config"]["name"], j["optimizer"]) for j in jobs if j["peer"] == "matmuls"}
-    assert bound == {(c, o) for c in ("medium", "large") for o in ("sgd", "adam")}
-    assert sum(j["peer"] == "numpy" for j in jobs) == 8
+    assert bound == {(c, o) for c in ("medium", "large", "multiclass") for o in ("sgd", "adam")}
+    assert sum(j["peer"] == "numpy" for j in jobs) == 2 * len(CONFIGS)
 
 
 def test_report_flags_disagreeing_losses_and_disturbed_runs():

@@ -32,6 +32,8 @@ def _problem(module, dtype, seed=0, n=6):
     params = module.init_params(seed=seed, dtype=dtype)
     X = rng.normal(size=(n, module.SPEC["inputs"])).astype(dtype)
     Y = (rng.uniform(size=(n, module.SPEC["layers"][-1][0])) > 0.5).astype(dtype)  # targets exactly 0 or 1
+    if getattr(module, "TARGETS", None) == "distribution":  # softmax: one-hot rows
+        Y = np.eye(Y.shape[1], dtype=dtype)[rng.integers(0, Y.shape[1], n)]
     return params, X, Y
 
 

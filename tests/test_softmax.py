@@ -253,3 +253,22 @@ def test_show_and_latex_derive_the_softmax(catalogue):
     for piece in (r"\operatorname{diag}(a) - a a^{\top}", r"\operatorname{lse}_{3}", "label smoothing",
                   r"\frac{e^{z_{3,j}}}{\sum_{k=1}^{n_{3}} e^{z_{3,k}}}"):
         assert piece in tex, piece
+
+
+def test_derive_train_digits_reaches_95_percent_held_out(tmp_path):
+    """End to end through the CLI: digits (1797 8x8 images, 10 classes), 20 % held out."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    result = CliRunner().invoke(main, ["train", "digits", "--standardize", "--epochs", "30", "--seed", "0",
+                                       "--save", str(tmp_path / "digits.npz")])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.strip().startswith("val loss"))
+    accuracy = float(line.split("accuracy")[1].split("%")[0])
+    assert accuracy >= 95.0, line
+    assert "classification_report" in result.output and "confusion matrix" in result.output
+    out = CliRunner().invoke(main, ["predict", str(tmp_path / "digits.npz"), "--data", "digits"])
+    assert out.exit_code == 0, out.output
+    header = out.output.splitlines()[0].split(",")
+    assert header[1:] == [f"p_{k}" for k in range(10)]

@@ -16,6 +16,7 @@ ACTS = {
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
     "identity": lambda z: z,
+    "softmax": jax.nn.softmax,  # (only before cross-entropy, which folds it into the loss)
 }
 
 
@@ -26,7 +27,7 @@ def setup(dtype: str) -> None:
 
 def make_loss(config: Config):
     acts = [ACTS[a] for a in config.activations]
-    bce = config.loss == "bce"
+    loss = config.loss
 
     def loss_fn(params, x, y):
         a = x
@@ -34,9 +35,13 @@ def make_loss(config: Config):
             a = act(a @ w + b)
         w, b = params[-1]
         z = a @ w + b
-        if bce:
+        if loss == "bce":
             # BCE with logits: max(z,0) - z*y + log1p(exp(-|z|))
             return jnp.mean(jnp.maximum(z, 0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z))))
+        if loss == "cross_entropy":
+            # softmax folded into the loss, from the logits (log-softmax with the max subtracted);
+            # one-hot rows y, mean over the rows
+            return jnp.mean(optax.softmax_cross_entropy(z, y))
         return jnp.mean((acts[-1](z) - y) ** 2)
 
     return loss_fn

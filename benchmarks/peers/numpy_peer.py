@@ -7,6 +7,10 @@
   sigmoid' = a(1 - a), relu' = [a > 0]).
 * BCE after a sigmoid is computed from the logits; sigmoid is ``0.5*(1 + tanh(z/2))``, which
   cannot overflow.
+* Softmax (output layer only, with cross-entropy) subtracts each row's max logit ``m`` before
+  ``exp``; the cross-entropy is computed from the logits, ``mean_rows(sum_j y_j (lse - z_j))``
+  with ``lse = m + log(sum_k exp(z_k - m))``, and its gradient with respect to the logits is
+  ``(softmax(z) - y) / B`` (target rows sum to 1).
 """
 
 from __future__ import annotations
@@ -39,8 +43,21 @@ def _activate(name: str, z: np.ndarray, out: np.ndarray) -> np.ndarray:
         np.tanh(z, out=out)
     elif name == "sigmoid":
         _sigmoid(z, out)
+    elif name == "softmax":
+        raise ValueError("softmax is a row-wise activation: use _softmax")
     elif out is not z:
         out[...] = z
+    return out
+
+
+def _softmax(z: np.ndarray, out: np.ndarray, row_max: np.ndarray, row_sum: np.ndarray) -> np.ndarray:
+    """``out = softmax(z)`` row by row, the row max subtracted; leaves ``row_max`` (B, 1) and the
+    row sums of ``exp(z - row_max)`` in ``row_sum`` (B, 1), from which the loss takes ``lse``."""
+    np.max(z, axis=1, keepdims=True, out=row_max)
+    np.subtract(z, row_max, out=out)
+    np.exp(out, out=out)
+    np.sum(out, axis=1, keepdims=True, out=row_sum)
+    out /= row_sum
     return out
 
 
@@ -86,6 +103,8 @@ class NumpyMLP:
         self.d_out = np.empty((B, config.sizes[-1]), dtype=dt)
         self.t_out = np.empty((B, config.sizes[-1]), dtype=dt)
         self.n_out_elems = B * config.sizes[-1]
+        self.row_max = np.empty((B, 1), dtype=dt)  # softmax: each row's max logit, then its lse
+        self.row_sum = np.empty((B, 1), dtype=dt)
         if optimizer.name == "adam":
             self.m = np.zeros_like(self.flat)
             self.v = np.zeros_like(self.flat)
@@ -102,13 +121,29 @@ class NumpyMLP:
             z = self.z_out if l == last else self.A[l]
             np.matmul(a, w, out=z)
             z += b
-            _activate(act, z, self.A[l])
+            if act == "softmax":
+                _softmax(z, self.A[l], self.row_max, self.row_sum)
+            else:
+                _activate(act, z, self.A[l])
             a = self.A[l]
 
     def _loss_and_output_delta(self, y: np.ndarray) -> float:
         """Loss value; leaves dL/dZ of the output layer in ``self.d_out``."""
         n = self.n_out_elems
         z, a, d, t = self.z_out, self.A[-1], self.d_out, self.t_out
+        if self.config.loss == "cross_entropy":
+            # loss = mean over rows of sum_j y_j (lse - z_j), lse = m + log(sum_k exp(z_k - m));
+            # dL/dz = (softmax(z) - y) / B
+            lse = self.row_max
+            np.log(self.row_sum, out=self.row_sum)
+            lse += self.row_sum
+            np.subtract(lse, z, out=t)
+            t *= y
+            B = z.shape[0]
+            loss = float(t.sum()) / B
+            np.subtract(a, y, out=d)
+            d *= 1.0 / B
+            return loss
         if self.config.loss == "bce":
             # loss = mean(max(z,0) - z*y + log1p(exp(-|z|))); dL/dz = (sigmoid(z) - y)/n
             np.abs(z, out=t)

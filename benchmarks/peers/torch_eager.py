@@ -3,7 +3,9 @@
 Written the way a PyTorch user would: ``zero_grad`` / forward / loss / ``backward`` / ``step``.
 ``nn.Linear`` stores its weight as ``(n_out, n_in)``; it is loaded with ``W.T`` so the network
 computes exactly ``Z = A @ W + b``. BCE uses ``BCEWithLogitsLoss`` on the logits (the sigmoid
-output is folded into the loss), MSE ``MSELoss``; both mean over all elements.
+output is folded into the loss), MSE ``MSELoss``; both mean over all elements. Cross-entropy uses
+``CrossEntropyLoss`` (``F.cross_entropy``) on the logits (the softmax output is folded into the
+loss) with the one-hot rows as probability targets; it means over the rows.
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ def measure(config: Config, optimizer: str, dtype: str, *, steps: int, repeats: 
             lin.weight.copy_(torch.from_numpy(w.T.copy()))
             lin.bias.copy_(torch.from_numpy(b))
         modules.append(lin)
-        if l == last and config.loss == "bce":
-            continue  # sigmoid folded into BCEWithLogitsLoss
+        if l == last and config.loss in ("bce", "cross_entropy"):
+            continue  # sigmoid folded into BCEWithLogitsLoss, softmax into CrossEntropyLoss
         modules.append(acts[act]())
     model = nn.Sequential(*modules)
-    loss_fn = nn.BCEWithLogitsLoss() if config.loss == "bce" else nn.MSELoss()
+    losses = {"bce": nn.BCEWithLogitsLoss, "mse": nn.MSELoss, "cross_entropy": nn.CrossEntropyLoss}
+    loss_fn = losses[config.loss]()
 
     spec = OPTIMIZERS[optimizer]
     if spec.name == "sgd":
