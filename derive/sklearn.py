@@ -389,7 +389,7 @@ class _DeriveMLP(BaseEstimator):
         self._state = state
         self.loss_ = float(res["loss"][-1])
         self.loss_curve_.append(self.loss_)
-        self.best_loss_ = min(self.best_loss_, self.loss_)
+        self.best_loss_ = self.loss_ if self.best_loss_ is None else min(self.best_loss_, self.loss_)
         self.n_iter_ += 1
         self.t_ += X.shape[0]
 
@@ -412,9 +412,11 @@ class _DeriveMLP(BaseEstimator):
         return _kernels(self.spec_, self._kernel_spec)
 
     def _outputs(self, X: object) -> tuple[np.ndarray, np.ndarray]:
-        """(the output layer's pre-activations Z, its activations A) for the rows of X."""
+        """(the output layer's pre-activations Z, its activations A) for the rows of X, in X's
+        floating dtype (float64 unless X is float32), whatever ``dtype`` the model computes in."""
         check_is_fitted(self, "coefs_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        out = X.dtype
         module = self._module()
         params = self._params()
         X = np.ascontiguousarray(X, dtype=params["W1"].dtype)
@@ -422,7 +424,7 @@ class _DeriveMLP(BaseEstimator):
         arrays, X, _ = api.inputs(params, X)
         Zs, As, _, Hs, Ms = api.workspace(arrays, X.shape[0])
         api.forward(arrays, X, Zs, As, Hs, Ms)
-        return Zs[-1], As[-1]
+        return Zs[-1].astype(out, copy=False), As[-1].astype(out, copy=False)
 
     # ----------------------------------------------------------------------- derive's views
 
@@ -629,11 +631,30 @@ class DeriveRegressor(RegressorMixin, _DeriveMLP):
         return a[:, 0].copy() if a.shape[1] == 1 else a
 
 
+#: Why float32 models fail the checks that compare a row's outputs computed in different batches.
+FLOAT32_ROWS = ("float32 kernels: the loop that computes a product is chosen by the batch's size (register tiles "
+                "of 6, 2 or 1 rows by the row's position, BLAS for large products), and the loops sum in different "
+                "orders, so a row's outputs move by a few float32 ulps (about 1e-7 relative) with its position and "
+                "the batch; the check asks for rtol 1e-7 (float64 differs by about 1e-16 and passes)")
+
+
 def expected_failed_checks(estimator: BaseEstimator) -> dict[str, str]:
     """The checks of ``sklearn.utils.estimator_checks`` that ``estimator`` is known to fail, with
-    the reason: the ``expected_failed_checks`` argument of ``check_estimator`` and
-    ``parametrize_with_checks``."""
-    return {}
+    the reason: the ``expected_failed_checks`` argument of ``check_estimator`` (pass
+    ``expected_failed_checks(est)``) and of ``parametrize_with_checks`` (pass this function).
+
+    With the default settings (float64) every check passes. ``dtype="float32"`` fails the two
+    checks that ask a row's outputs to agree to rtol 1e-7 whatever batch it is computed in.
+    Settings that train too little (a few epochs, a tiny learning rate) fail the checks that ask
+    for a minimum accuracy or R² (``check_classifiers_train``, ``check_regressors_train``), as any
+    under-trained model does; they are not listed."""
+    try:
+        float32 = np.dtype(getattr(estimator, "dtype", "float64")) == np.float32
+    except TypeError:
+        float32 = False
+    if not float32:
+        return {}
+    return {"check_methods_sample_order_invariance": FLOAT32_ROWS, "check_methods_subset_invariance": FLOAT32_ROWS}
 
 
 __all__ = ["DeriveClassifier", "DeriveRegressor", "expected_failed_checks"]

@@ -153,12 +153,14 @@ def _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2):
     n_2 = Y.shape[1]
     # delta2: delta_2 = (a_2 - y)/N
     scale = (1.0/N)
-    for i in range(N):
-        for j in range(n_2):
-            a_2 = A2[i, j]
-            y = Y[i, j]
-            delta_2 = a_2 - y
-            D2[i, j] = scale * delta_2
+    _a2 = _flat(A2)
+    _y = _flat(Y)
+    _d2 = _flat(D2)
+    for k in range(_d2.size):
+        a_2 = _a2[k]
+        y = _y[k]
+        delta_2 = a_2 - y
+        _d2[k] = scale * delta_2
     # grad.W2: dL/dW_2 = A_1.T*Delta_2
     # grad.b2: dL/db_2 = 1*Delta_2
     _mm_tn(A1, D2, gW2, gb2)

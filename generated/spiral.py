@@ -170,14 +170,16 @@ def _backward(X, Y, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3, D1, D2, D3, 
     N = Y.shape[0]
     n_3 = Y.shape[1]
     # delta3: delta_3 = (a_3 - t)/N
+    # loss.target: t = 0.95*y + 0.05/n_3 (substituted)
     scale = (1.0/N)
-    for i in range(N):
-        for j in range(n_3):
-            a_3 = A3[i, j]
-            y = Y[i, j]
-            t = 0.95*y + 0.05/n_3
-            delta_3 = a_3 - t
-            D3[i, j] = scale * delta_3
+    _a3 = _flat(A3)
+    _y = _flat(Y)
+    _d3 = _flat(D3)
+    for k in range(_d3.size):
+        a_3 = _a3[k]
+        y = _y[k]
+        delta_3 = a_3 - 0.95*y - 0.05/n_3
+        _d3[k] = scale * delta_3
     # grad.W3: dL/dW_3 = A_2.T*Delta_3
     # grad.b3: dL/db_3 = 1*Delta_3
     _mm_tn(A2, D3, gW3, gb3)

@@ -276,6 +276,15 @@ def render_module(d: Derivation) -> str:
     scale, core = out_delta.rhs.as_independent(*element_syms, as_Add=False)
     loss_el = d.eq("loss.element")
     vector = softmax_context(d, em, core) if layers[-1]["softmax"] else {"vector_loss": False}
+    if vector["vector_loss"] and not vector["class_weights_repr"]:
+        # without class weights the softmax delta is elementwise, (a - t)/N: the flat loop below
+        # (vectorised over the whole batch) with the target's definition substituted
+        names = {e.key for e in d.equations}
+        if "loss.target" in names:
+            core = core.xreplace({softmax.t: d.eq("loss.target").rhs})
+        vector["vector_loss_rows"] = False
+    else:
+        vector["vector_loss_rows"] = vector["vector_loss"]
 
     upd = update_context(d, em)
 
