@@ -1741,11 +1741,34 @@ class API:
         return {"loss": history[:done], "grad_norm": gnorm[:done], "status": "non-finite" if status else "ok",
                 "epoch": int(epoch), "batch": int(batch), "steps": int(steps)}
 
+    def per_run(self, hyper, K):
+        """The hyperparameters of K runs: each value one number for all, or a sequence of K numbers
+        (per-run values); returns one float64 array of K values per hyperparameter, in HYPER order."""
+        runs = [{} for _ in range(K)]
+        for key, value in hyper.items():
+            if isinstance(value, (list, tuple, np.ndarray)):
+                values = np.asarray(value).ravel() if isinstance(value, np.ndarray) else value
+                if len(values) != K or (isinstance(value, np.ndarray) and value.ndim != 1):
+                    self.fail(f"hyperparameter {key} has {len(values)} values, expected one number or one per run "
+                              f"({K})")
+                for k in range(K):
+                    runs[k][key] = values[k].item() if isinstance(values[k], np.generic) else values[k]
+            else:
+                for k in range(K):
+                    runs[k][key] = value
+        table = []
+        for k in range(K):
+            try:
+                table.append(self.hyper(runs[k])[0])
+            except ValueError as exc:
+                raise ValueError(f"{exc} (run {k})") from None
+        return [np.array([row[j] for row in table], dtype=np.float64) for j in range(len(self.HYPER))]
+
     def run_train_many(self, params_list, states, X, Y, epochs, batch_size, seeds, shuffle, grad_norms, hyper):
-        hv, _ = self.hyper(hyper)
         if not isinstance(params_list, (list, tuple)) or not params_list:
             self.fail("params_list must be a non-empty list of params dicts")
         K = len(params_list)
+        hv = self.per_run(hyper, K)
         if not isinstance(states, (list, tuple)) or len(states) != K:
             self.fail(f"states must be a list of {K} state dicts, one per params dict")
         runs = []

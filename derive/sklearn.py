@@ -43,11 +43,13 @@ except ImportError:  # one line that says what to do, not a traceback through sc
     raise ImportError("derive.sklearn needs scikit-learn >= 1.6: pip install 'derive[sklearn]' "
                       "(or pip install 'scikit-learn>=1.6')") from None
 
+from .codegen.render import spec_hash
 from .derivation import Derivation, derive_model
 from .runtime.fit import Diverged, Progress
 from .runtime.fit import fit as derive_fit
 from .runtime.models import load_model
 from .spec import ModelSpec, make_model
+from .text import to_text
 
 #: scikit-learn's activation names that derive spells differently.
 ACTIVATIONS = {"logistic": "sigmoid"}
@@ -82,14 +84,14 @@ def _slot(width: int) -> int:
 
 @functools.lru_cache(maxsize=256)
 def _declare(n_in: int, hidden: tuple[int, ...], activation: str, n_out: int, out_act: str, loss: object,
-             optimizer: tuple, schedule: object, clip: tuple, l2: float, dropout: object
+             optimizer: tuple, schedule: object, clip: object, l2: float, dropout: object
              ) -> tuple[ModelSpec, ModelSpec, dict[str, float]]:
     """(the model with its real widths and values, the model its module is built from, the
-    kernel hyperparameters). ``loss``, ``optimizer``, ``schedule`` and ``dropout`` arrive as
-    hashable data (see :func:`_thaw`)."""
-    loss, optimizer, schedule, dropout = _thaw(loss), _thaw(optimizer), _thaw(schedule), _thaw(dropout)
+    kernel hyperparameters). ``loss``, ``optimizer``, ``schedule``, ``clip`` and ``dropout`` arrive
+    as hashable data (see :func:`_thaw`)."""
+    loss, optimizer, schedule, clip, dropout = (_thaw(v) for v in (loss, optimizer, schedule, clip, dropout))
     layers = [[w, activation] for w in hidden] + [[n_out, out_act]]
-    full = make_model("sklearn", n_in, layers, loss, optimizer, schedule=schedule, clip=dict(clip) or None,
+    full = make_model("sklearn", n_in, layers, loss, optimizer, schedule=schedule, clip=clip,
                       regularization={"l2": l2}, dropout=dropout)
     sched = {"name": full.schedule.name, "per": full.schedule.per}
     if full.schedule.milestones:
@@ -99,8 +101,6 @@ def _declare(n_in: int, hidden: tuple[int, ...], activation: str, n_out: int, ou
                         {"name": full.optimizer.name, **dict(full.optimizer.options)}, schedule=sched,
                         clip={k: 1.0 for k, _ in full.clip} or None, regularization={"l2": 0.0},
                         dropout=list(full.dropout) or None)
-    from .codegen.render import spec_hash
-
     name = f"sklearn_{len(full.layers)}_{activation}_{out_act}_{spec_hash(kernel)[:12]}"
     full, kernel = dataclasses.replace(full, name=name), dataclasses.replace(kernel, name=name)
     hyper = full.hyper()
@@ -140,11 +140,28 @@ def _kernels(full: ModelSpec, kernel: ModelSpec) -> types.ModuleType:
     api.SPEC = view.SPEC
 
     def init_params(seed: int = 0, dtype: object = np.float64, init: object = None) -> dict[str, np.ndarray]:
+        if isinstance(init, str) and init == "sklearn":
+            return _sklearn_init(api.init_params(seed, dtype, "xavier_uniform"), full, seed)
         return api.init_params(seed, dtype, init)
 
     init_params.__doc__ = module.init_params.__doc__
     view.init_params = init_params
     return view
+
+
+def _sklearn_init(params: dict[str, np.ndarray], spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
+    """``init="sklearn"``: MLPClassifier's initialisation, written into ``params`` (arrays of the
+    right shapes, dtype and alignment): weights *and* biases uniform in +-sqrt(f / (fan_in +
+    fan_out)), f = 2 when the hidden activation is the logistic sigmoid, else 6 (the same draws as
+    scikit-learn's only in distribution: the generator is NumPy's default_rng(seed))."""
+    rng = np.random.default_rng(seed)
+    factor = 2.0 if spec.layers[0].activation == "sigmoid" and spec.depth > 1 else 6.0
+    for l in range(1, spec.depth + 1):
+        W, b = params[f"W{l}"], params[f"b{l}"]
+        bound = math.sqrt(factor / (W.shape[0] + W.shape[1]))
+        W[...] = rng.uniform(-bound, bound, W.shape)
+        b[...] = rng.uniform(-bound, bound, b.shape)
+    return params
 
 
 @functools.lru_cache(maxsize=16)
@@ -262,16 +279,16 @@ class _DeriveMLP(BaseEstimator):
                        eps=_number("epsilon", self.epsilon, 0.0, low_open=True))
         return {"name": solver, **out, **extra}
 
-    def _clip(self) -> tuple:
+    def _clip(self) -> dict | None:
         clip = self.clip
         if clip is None:
-            return ()
+            return None
         if isinstance(clip, numbers.Real) and not isinstance(clip, bool):
             clip = {"norm": clip}
         if not isinstance(clip, dict):
             raise ValueError(f"clip must be None, a number (the largest gradient norm) or a dict "
                              f"{{'norm': ..., 'value': ...}}, got {clip!r}")
-        return tuple(sorted(clip.items()))
+        return clip
 
     def _seed(self, restarts: int) -> int:
         rs = self.random_state
@@ -314,7 +331,7 @@ class _DeriveMLP(BaseEstimator):
         l2 = s["alpha"] * L2_FACTOR.get(name, 1.0) * per_output / s["batch"]
         dropout = self.dropout if self.dropout else None
         return _declare(n_in, s["hidden"], s["activation"], n_out, out_act, _freeze(loss), _freeze(s["optimizer"]),
-                        _freeze(self.schedule), s["clip"], l2, _freeze(dropout))
+                        _freeze(self.schedule), _freeze(s["clip"]), l2, _freeze(dropout))
 
     # ----------------------------------------------------------------------- training
 
@@ -335,7 +352,7 @@ class _DeriveMLP(BaseEstimator):
         self.spec_ = full
         self._kernel_spec = kernel
         self._hyper = hyper
-        self._seed_ = s["seed"]
+        self._train_seed = s["seed"]
         self._set_params(result.params)
         self._state = result.state
         self.loss_curve_ = [float(v) for v in row[:n_iter]]
@@ -360,14 +377,15 @@ class _DeriveMLP(BaseEstimator):
 
     def _partial(self, X: np.ndarray, Y: np.ndarray, out_act: str, loss: object, first: bool) -> None:
         """One epoch over (X, Y), from a fresh initialisation on the first call, else from the
-        fitted parameters and optimizer state."""
+        fitted parameters and optimizer state (with the hyperparameter values set now: the
+        learning rate may change between calls; the L2 weight follows this call's batch size)."""
         s = self._settings(X.shape[0], incremental=True)
+        full, kernel, hyper = self._model(s, X.shape[1], Y.shape[1], out_act, loss)
         if first:
-            full, kernel, hyper = self._model(s, X.shape[1], Y.shape[1], out_act, loss)
             module = _kernels(full, kernel)
             params = module.init_params(seed=s["seed"], dtype=s["dtype"], init=self.init)
             state = module.init_state(params, **hyper)
-            self.spec_, self._kernel_spec, self._hyper, self._seed_ = full, kernel, hyper, s["seed"]
+            self.spec_, self._kernel_spec, self._hyper, self._train_seed = full, kernel, hyper, s["seed"]
             self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
             self.validation_loss_curve_ = self.best_validation_loss_ = None
             self.best_loss_ = math.inf
@@ -376,11 +394,15 @@ class _DeriveMLP(BaseEstimator):
             self.n_outputs_ = Y.shape[1]
             self.out_activation_ = {"sigmoid": "logistic"}.get(out_act, out_act)
         else:
+            if kernel != self._kernel_spec or full.layers != self.spec_.layers:
+                raise ValueError("partial_fit goes on training the fitted model, whose layers, activation, solver, "
+                                 "schedule, clipping or dropout have been changed since; call fit to start again")
+            self.spec_, self._hyper = full, hyper
             module = self._module()
             params, state = self._params(), self._state
         dt = params["W1"].dtype
         X, Y = np.ascontiguousarray(X, dtype=dt), np.ascontiguousarray(Y, dtype=dt)
-        res = module.train(params, state, X, Y, epochs=1, batch_size=s["batch"], seed=self._seed_, **self._hyper)
+        res = module.train(params, state, X, Y, epochs=1, batch_size=s["batch"], seed=self._train_seed, **self._hyper)
         if res["status"] != "ok":
             raise Diverged(f"training diverged: the loss became NaN or infinite at batch {res['batch'] + 1} of "
                            "partial_fit's epoch; the parameters are back at the last step whose loss was finite. "
@@ -436,8 +458,6 @@ class _DeriveMLP(BaseEstimator):
 
     def show(self) -> str:
         """The derivation as the text ``derive show`` prints."""
-        from .text import to_text
-
         return to_text(self.derivation())
 
 

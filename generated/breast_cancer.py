@@ -25,7 +25,7 @@ Equations, as computed (`derive show breast_cancer` prints the whole derivation)
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=breast_cancer template=module.py.j2 spec-hash=a1ba572489ee19b6 runtime=f432e2204721eea4
+# derive: spec=derive.toml model=breast_cancer template=module.py.j2 spec-hash=a1ba572489ee19b6 runtime=23549ce1fc794940
 
 import math
 
@@ -39,15 +39,15 @@ else:  # loaded from its file path, outside its package: the runtime is the file
     import pathlib as _pathlib
     import sys as _sys
 
-    _rt = _sys.modules.get("_kernel_runtime_f432e2204721eea4")
+    _rt = _sys.modules.get("_kernel_runtime_23549ce1fc794940")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_f432e2204721eea4",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_23549ce1fc794940",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "f432e2204721eea4")
+RUNTIME = (1, "23549ce1fc794940")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products and the training loop's pieces run the
@@ -371,11 +371,12 @@ def _train(X, Y, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1, A1, H1, M1,
 
 
 @numba.njit(**_JIT_NRT, parallel=True)
-def _train_many(X, Y, W1s, b1s, W2s, b2s, W1_outs, b1_outs, W2_outs, b2_outs, Z1s, A1s, H1s, M1s, Z2s, A2s, D1s, D2s, gW1s, gb1s, gW2s, gb2s, m_W1s, m_b1s, m_W2s, m_b2s, v_W1s, v_b1s, v_W2s, v_b2s, m_W1_outs, m_b1_outs, m_W2_outs, m_b2_outs, v_W1_outs, v_b1_outs, v_W2_outs, v_b2_outs, Xbs, Ybs, perms, historys, gnorms, epochs, batch_size, shuffle, seeds, t0, epoch0, results, lr, beta1, beta2, eps, l2):
-    """_train for K independent runs (restarts) at once, spread over the cores: every per-run
-    array has a leading axis of length K; results[k] = (status, epoch, batch, steps, flip)."""
+def _train_many(X, Y, W1s, b1s, W2s, b2s, W1_outs, b1_outs, W2_outs, b2_outs, Z1s, A1s, H1s, M1s, Z2s, A2s, D1s, D2s, gW1s, gb1s, gW2s, gb2s, m_W1s, m_b1s, m_W2s, m_b2s, v_W1s, v_b1s, v_W2s, v_b2s, m_W1_outs, m_b1_outs, m_W2_outs, m_b2_outs, v_W1_outs, v_b1_outs, v_W2_outs, v_b2_outs, Xbs, Ybs, perms, historys, gnorms, epochs, batch_size, shuffle, seeds, t0, epoch0, results, lrs, beta1s, beta2s, epss, l2s):
+    """_train for K independent runs (restarts, sweeps) at once, spread over the cores: every
+    per-run array, and every hyperparameter, has a leading axis of length K (run k trains with
+    its own values); results[k] = (status, epoch, batch, steps, flip)."""
     for k in numba.prange(results.shape[0]):
-        status, epoch, batch, steps, flip = _train(X, Y, W1s[k], b1s[k], W2s[k], b2s[k], W1_outs[k], b1_outs[k], W2_outs[k], b2_outs[k], Z1s[k], A1s[k], H1s[k], M1s[k], Z2s[k], A2s[k], D1s[k], D2s[k], gW1s[k], gb1s[k], gW2s[k], gb2s[k], m_W1s[k], m_b1s[k], m_W2s[k], m_b2s[k], v_W1s[k], v_b1s[k], v_W2s[k], v_b2s[k], m_W1_outs[k], m_b1_outs[k], m_W2_outs[k], m_b2_outs[k], v_W1_outs[k], v_b1_outs[k], v_W2_outs[k], v_b2_outs[k], Xbs[k], Ybs[k], perms[k], historys[k], gnorms[k], epochs, batch_size, shuffle, seeds[k], t0, epoch0, lr, beta1, beta2, eps, l2)
+        status, epoch, batch, steps, flip = _train(X, Y, W1s[k], b1s[k], W2s[k], b2s[k], W1_outs[k], b1_outs[k], W2_outs[k], b2_outs[k], Z1s[k], A1s[k], H1s[k], M1s[k], Z2s[k], A2s[k], D1s[k], D2s[k], gW1s[k], gb1s[k], gW2s[k], gb2s[k], m_W1s[k], m_b1s[k], m_W2s[k], m_b2s[k], v_W1s[k], v_b1s[k], v_W2s[k], v_b2s[k], m_W1_outs[k], m_b1_outs[k], m_W2_outs[k], m_b2_outs[k], v_W1_outs[k], v_b1_outs[k], v_W2_outs[k], v_b2_outs[k], Xbs[k], Ybs[k], perms[k], historys[k], gnorms[k], epochs, batch_size, shuffle, seeds[k], t0, epoch0, lrs[k], beta1s[k], beta2s[k], epss[k], l2s[k])
         results[k, 0] = status
         results[k, 1] = epoch
         results[k, 2] = batch
@@ -505,10 +506,12 @@ def train(params, state, X, Y, epochs=1, batch_size=32, seed=0, shuffle=True, gr
 
 def train_many(params_list, states, X, Y, epochs=1, batch_size=32, seeds=None, shuffle=True, grad_norms=True,
                **hyper):
-    """train() for K independent runs (random restarts) in one compiled call that spreads them over
-    the cores. params_list and states are lists of K params / state dicts (same shapes, each updated
-    in place as train() would); run k shuffles from seeds[k] (default k). Returns K train() results,
-    each equal to what train(params_list[k], states[k], X, Y, ..., seed=seeds[k]) returns."""
+    """train() for K independent runs (random restarts, sweeps) in one compiled call that spreads
+    them over the cores. params_list and states are lists of K params / state dicts (same shapes,
+    each updated in place as train() would); run k shuffles from seeds[k] (default k). Each
+    hyperparameter is one value for every run or a sequence of K values, one per run
+    (lr=[0.1, 0.01, ...]). Returns K train() results, each equal to what
+    train(params_list[k], states[k], X, Y, ..., seed=seeds[k], **hyper of run k) returns."""
     return _api.run_train_many(params_list, states, X, Y, epochs, batch_size, seeds, shuffle, grad_norms, hyper)
 
 

@@ -38,7 +38,7 @@ Equations, as computed (`derive show deep_sigmoid` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=deep_sigmoid template=module.py.j2 spec-hash=427f0c6397fa343c runtime=f432e2204721eea4
+# derive: spec=derive.toml model=deep_sigmoid template=module.py.j2 spec-hash=427f0c6397fa343c runtime=23549ce1fc794940
 
 import math
 
@@ -52,15 +52,15 @@ else:  # loaded from its file path, outside its package: the runtime is the file
     import pathlib as _pathlib
     import sys as _sys
 
-    _rt = _sys.modules.get("_kernel_runtime_f432e2204721eea4")
+    _rt = _sys.modules.get("_kernel_runtime_23549ce1fc794940")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_f432e2204721eea4",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_23549ce1fc794940",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "f432e2204721eea4")
+RUNTIME = (1, "23549ce1fc794940")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products and the training loop's pieces run the
@@ -359,11 +359,12 @@ def _train(X, Y, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W1_out, b1_out, W2_out,
 
 
 @numba.njit(**_JIT_NRT, parallel=True)
-def _train_many(X, Y, W1s, b1s, W2s, b2s, W3s, b3s, W4s, b4s, W5s, b5s, W1_outs, b1_outs, W2_outs, b2_outs, W3_outs, b3_outs, W4_outs, b4_outs, W5_outs, b5_outs, Z1s, A1s, Z2s, A2s, Z3s, A3s, Z4s, A4s, Z5s, A5s, D1s, D2s, D3s, D4s, D5s, gW1s, gb1s, gW2s, gb2s, gW3s, gb3s, gW4s, gb4s, gW5s, gb5s, Xbs, Ybs, perms, historys, gnorms, epochs, batch_size, shuffle, seeds, t0, epoch0, results, lr):
-    """_train for K independent runs (restarts) at once, spread over the cores: every per-run
-    array has a leading axis of length K; results[k] = (status, epoch, batch, steps, flip)."""
+def _train_many(X, Y, W1s, b1s, W2s, b2s, W3s, b3s, W4s, b4s, W5s, b5s, W1_outs, b1_outs, W2_outs, b2_outs, W3_outs, b3_outs, W4_outs, b4_outs, W5_outs, b5_outs, Z1s, A1s, Z2s, A2s, Z3s, A3s, Z4s, A4s, Z5s, A5s, D1s, D2s, D3s, D4s, D5s, gW1s, gb1s, gW2s, gb2s, gW3s, gb3s, gW4s, gb4s, gW5s, gb5s, Xbs, Ybs, perms, historys, gnorms, epochs, batch_size, shuffle, seeds, t0, epoch0, results, lrs):
+    """_train for K independent runs (restarts, sweeps) at once, spread over the cores: every
+    per-run array, and every hyperparameter, has a leading axis of length K (run k trains with
+    its own values); results[k] = (status, epoch, batch, steps, flip)."""
     for k in numba.prange(results.shape[0]):
-        status, epoch, batch, steps, flip = _train(X, Y, W1s[k], b1s[k], W2s[k], b2s[k], W3s[k], b3s[k], W4s[k], b4s[k], W5s[k], b5s[k], W1_outs[k], b1_outs[k], W2_outs[k], b2_outs[k], W3_outs[k], b3_outs[k], W4_outs[k], b4_outs[k], W5_outs[k], b5_outs[k], Z1s[k], A1s[k], Z2s[k], A2s[k], Z3s[k], A3s[k], Z4s[k], A4s[k], Z5s[k], A5s[k], D1s[k], D2s[k], D3s[k], D4s[k], D5s[k], gW1s[k], gb1s[k], gW2s[k], gb2s[k], gW3s[k], gb3s[k], gW4s[k], gb4s[k], gW5s[k], gb5s[k], Xbs[k], Ybs[k], perms[k], historys[k], gnorms[k], epochs, batch_size, shuffle, seeds[k], t0, epoch0, lr)
+        status, epoch, batch, steps, flip = _train(X, Y, W1s[k], b1s[k], W2s[k], b2s[k], W3s[k], b3s[k], W4s[k], b4s[k], W5s[k], b5s[k], W1_outs[k], b1_outs[k], W2_outs[k], b2_outs[k], W3_outs[k], b3_outs[k], W4_outs[k], b4_outs[k], W5_outs[k], b5_outs[k], Z1s[k], A1s[k], Z2s[k], A2s[k], Z3s[k], A3s[k], Z4s[k], A4s[k], Z5s[k], A5s[k], D1s[k], D2s[k], D3s[k], D4s[k], D5s[k], gW1s[k], gb1s[k], gW2s[k], gb2s[k], gW3s[k], gb3s[k], gW4s[k], gb4s[k], gW5s[k], gb5s[k], Xbs[k], Ybs[k], perms[k], historys[k], gnorms[k], epochs, batch_size, shuffle, seeds[k], t0, epoch0, lrs[k])
         results[k, 0] = status
         results[k, 1] = epoch
         results[k, 2] = batch
@@ -488,10 +489,12 @@ def train(params, state, X, Y, epochs=1, batch_size=32, seed=0, shuffle=True, gr
 
 def train_many(params_list, states, X, Y, epochs=1, batch_size=32, seeds=None, shuffle=True, grad_norms=True,
                **hyper):
-    """train() for K independent runs (random restarts) in one compiled call that spreads them over
-    the cores. params_list and states are lists of K params / state dicts (same shapes, each updated
-    in place as train() would); run k shuffles from seeds[k] (default k). Returns K train() results,
-    each equal to what train(params_list[k], states[k], X, Y, ..., seed=seeds[k]) returns."""
+    """train() for K independent runs (random restarts, sweeps) in one compiled call that spreads
+    them over the cores. params_list and states are lists of K params / state dicts (same shapes,
+    each updated in place as train() would); run k shuffles from seeds[k] (default k). Each
+    hyperparameter is one value for every run or a sequence of K values, one per run
+    (lr=[0.1, 0.01, ...]). Returns K train() results, each equal to what
+    train(params_list[k], states[k], X, Y, ..., seed=seeds[k], **hyper of run k) returns."""
     return _api.run_train_many(params_list, states, X, Y, epochs, batch_size, seeds, shuffle, grad_norms, hyper)
 
 

@@ -129,6 +129,27 @@ def test_train_many_equals_train_per_run(xor_adam, xor_data):
     assert len({float(r["loss"][-1]) for r in many}) == 3
 
 
+def test_train_many_with_per_run_hyperparameters_equals_train_per_run(xor_adam, xor_data):
+    """A sweep in one compiled call: each run its own lr and beta2 (a list, an array), one eps for all."""
+    X, Y = xor_data
+    lrs, beta2s = [0.1, 0.01, 0.03], np.array([0.99, 0.999, 0.9])
+    ps = [xor_adam.init_params(k) for k in range(3)]
+    ss = [xor_adam.init_state(p) for p in ps]
+    many = xor_adam.train_many(ps, ss, X, Y, epochs=4, batch_size=16, seeds=[7, 8, 9], lr=lrs, beta2=beta2s,
+                               eps=1e-7)
+    for k in range(3):
+        q = xor_adam.init_params(k)
+        sq = xor_adam.init_state(q)
+        one = xor_adam.train(q, sq, X, Y, epochs=4, batch_size=16, seed=7 + k, lr=lrs[k], beta2=float(beta2s[k]),
+                             eps=1e-7)
+        assert all(np.array_equal(ps[k][n], q[n]) for n in q)
+        assert np.array_equal(many[k]["loss"], one["loss"])
+    with pytest.raises(ValueError, match="lr has 2 values, expected one number or one per run"):
+        xor_adam.train_many(ps, ss, X, Y, lr=[0.1, 0.2])
+    with pytest.raises(ValueError, match=r"lr must lie in .*\(run 1\)"):
+        xor_adam.train_many(ps, ss, X, Y, lr=[0.1, -0.2, 0.1])
+
+
 def test_train_many_rolls_back_a_diverging_run_alone():
     """Restarts are independent: a run whose loss overflows stops alone (the runs share the
     hyperparameters, so this one diverges by its starting point)."""

@@ -176,9 +176,11 @@ def render_module(d: Derivation) -> str:
         "train": ["X", "Y", *P, *out(P), *ZA, *D, *G, *ST, *out(ST), *SC, *out(SC), "Xb", "Yb", "perm",
                   "history", "gnorm", "epochs", "batch_size", "shuffle", "seed", "t0", "epoch0", *H],
     }
-    # _train_many: every array that belongs to one run gets a leading restart axis (name + "s").
-    shared = {"X", "Y", "epochs", "batch_size", "shuffle", "t0", "epoch0", *H}
-    args["many"] = [n if n in shared else f"{n}s" for n in args["train"] if n not in H] + ["results", *H]
+    # _train_many: every array that belongs to one run gets a leading run axis (name + "s"), and
+    # so does every hyperparameter: each run has its own values (lrs[k], ...), after `results`.
+    shared = {"X", "Y", "epochs", "batch_size", "shuffle", "t0", "epoch0"}
+    args["many"] = ([n if n in shared else f"{n}s" for n in args["train"] if n not in H] + ["results"]
+                    + [f"{h}s" for h in H])
     many_call = ", ".join(n if n in shared else f"{n}s[k]" for n in args["train"])
     py = {"X": "X", "Y": "Y"}
     py.update({p: f"arrays[{i}]" for i, p in enumerate(P)})
