@@ -138,6 +138,66 @@ def train(ctx: click.Context, name: str, data: str | None, target: str | None, s
                   resume=resume, dtype=dtype, extra=list(ctx.args), patience=patience)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("name")
+@click.option("--data", metavar="FILE.csv|NAME", help="A CSV file or a bundled data set [default: NAME when it is one].")
+@click.option("--target", metavar="COL[,COL...]", help="The CSV column(s) to predict (required with a CSV file).")
+@spec_option
+@click.option("--grid", multiple=True, metavar="NAME=V1,V2,...",
+              help="Try every value (repeatable; the grid is the product): a hyperparameter (lr, beta2, ...), "
+                   "batch_size, epochs, init or a hidden width (width1, ...).")
+@click.option("--random", "random_", multiple=True, metavar="NAME=DIST(...)",
+              help="Draw per trial (repeatable): uniform(a,b), loguniform(a,b), int(a,b), logint(a,b), choice(x,y).")
+@click.option("--space", type=click.Path(dir_okay=False), metavar="FILE.toml",
+              help="The space from a TOML file: [grid], [random], [fixed], [sweep] (docs/sweeps.md).")
+@click.option("--search", type=click.Choice(["auto", "tpe"]),
+              help="auto: the grid x the random draws [default]; tpe: Optuna's TPE (pip install 'derive[optuna]').")
+@click.option("--trials", type=click.IntRange(min=1), help="Random draws (or TPE trials) [default: 20].")
+@click.option("--seeds", type=click.IntRange(min=1), help="Seed replicates of every configuration [default: 1].")
+@click.option("--folds", type=click.IntRange(min=1), help="Cross-validation folds (1: a --val-split holdout) "
+                                                          "[default: 1].")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs of every run [default: 100].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Rows per step [default: 32].")
+@click.option("--seed", type=click.IntRange(min=0), help="The sweep's seed: the draws, the split, every run's "
+                                                         "seed [default: 0].")
+@click.option("--val-split", type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="Held-out fraction with --folds 1 [default: 0.2].")
+@click.option("--standardize/--no-standardize", default=None, help="Scale inputs per fold (training rows' statistics).")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]))
+@click.option("--patience", type=click.IntRange(min=1), metavar="N", help="Early stopping of each run (status stopped).")
+@click.option("--val-every", type=click.IntRange(min=0), metavar="N",
+              help="Measure the validation loss every N epochs for the curves [default: 0, at the end only].")
+@click.option("--out", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder of the journal, results.parquet (or .csv), curves.npz and the pictures.")
+@click.option("--resume", is_flag=True, help="Continue the sweep in --out: run only the runs it lacks.")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: this process, every core; dask: an embedded LocalCluster (pip install 'derive[dask]').")
+@click.option("--scheduler", metavar="tcp://HOST:PORT", help="Run on the Dask cluster of this scheduler.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes of the embedded LocalCluster "
+                                                            "[default: one per core].")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Seconds to wait for the scheduler.")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write the pictures (needs matplotlib).")
+@click.pass_context
+def sweep(ctx: click.Context, name: str, data: str | None, target: str | None, spec: str, grid: tuple[str, ...],
+          random_: tuple[str, ...], space: str | None, search: str | None, trials: int | None, seeds: int | None,
+          folds: int | None, epochs: int | None, batch_size: int | None, seed: int | None, val_split: float | None,
+          standardize: bool | None, dtype: str | None, patience: int | None, val_every: int | None, out: str,
+          resume: bool, engine: str, scheduler: str | None, workers: int | None, timeout: float, plots: bool) -> None:
+    """Train model NAME over a search space x seeds x folds, on every core or a Dask cluster; write
+    one row per run and name the best configuration with a `derive train` line. Other options fix a
+    hyperparameter: --momentum 0.9. See docs/sweeps.md.
+    """
+    from derive.sweep.command import sweep_command
+
+    sweep_command(name, data=data, target=target, spec=None if spec == DEFAULT_SPEC and not Path(spec).exists()
+                  else spec, grid=grid, random=random_, space=space, search=search, trials=trials, seeds=seeds,
+                  folds=folds, epochs=epochs, batch_size=batch_size, seed=seed, val_split=val_split,
+                  standardize=standardize, dtype=dtype, patience=patience, val_every=val_every, out=out,
+                  resume=resume, engine=engine, scheduler=scheduler, workers=workers, timeout=timeout, plots=plots,
+                  extra=list(ctx.args))
+
+
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--data", required=True, metavar="FILE.csv|NAME", help="Rows to predict (a CSV file or bundled data).")

@@ -16,9 +16,11 @@ units, Adam, learning rate 1e-3, batch 32, 200 epochs, L2 alpha 1e-4, every epoc
   with ``weight_decay`` = derive's L2 weight, a fresh ``randperm`` each epoch, PyTorch's own
   initialisation.
 
-It prints, per data set, the mean held-out accuracy (R² for diabetes) over the seeds, derive's
-difference from scikit-learn in points, and the mean time of one ``fit`` (derive's kernels are
-compiled or loaded once before the timed fits; that time is printed apart). The table in
+Every implementation runs on one thread (``--threads``: BLAS through threadpoolctl, PyTorch's
+intra-op pool), which is what a network this small runs best on. It prints, per data set, the
+mean held-out accuracy (R² for diabetes) over the seeds, derive's difference from scikit-learn in
+points, and the mean time of one ``fit`` (derive's kernels are compiled or loaded once before the
+timed fits; that time is printed apart). The table in
 docs/sklearn.md comes from this script; tests/test_sklearn_accuracy.py runs :func:`compare` on
 iris and breast cancer.
 """
@@ -26,6 +28,7 @@ iris and breast cancer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -143,12 +146,39 @@ class Row:
         return 100.0 * (self.mean("derive") - self.mean(other))
 
 
+@contextlib.contextmanager
+def threads(n: int | None, torch_too: bool):
+    """BLAS (and PyTorch's pool, with ``torch_too``) limited to ``n`` threads; None: as they are."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = None
+    if torch_too:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+    try:
+        with threadpool_limits(n):
+            yield
+    finally:
+        if before is not None:
+            torch.set_num_threads(before)
+
+
 def compare(name: str, seeds: range | list[int] = range(20), settings: dict | None = None,
-            peers: tuple[str, ...] = PEERS) -> Row:
-    """Train every peer on data set ``name`` once per seed; the held-out scores and fit times."""
+            peers: tuple[str, ...] = PEERS, n_threads: int | None = 1) -> Row:
+    """Train every peer on data set ``name`` once per seed (on ``n_threads`` threads each); the
+    held-out scores and fit times."""
+    with threads(n_threads, "torch" in peers):
+        return _compare(name, seeds, {**SETTINGS, **(settings or {})}, peers)
+
+
+def _compare(name: str, seeds, settings: dict, peers: tuple[str, ...]) -> Row:
     from sklearn.exceptions import ConvergenceWarning
 
-    settings = {**SETTINGS, **(settings or {})}
     X, y, regression = load(name)
     row = Row(name, regression, len(split(X, y, regression, 0)[0]))
     if "derive" in peers:  # compile (or load) the kernels outside the timed fits
@@ -202,11 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20, help="splits and initialisations per data set (20)")
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated (all five)")
     parser.add_argument("--no-torch", action="store_true", help="leave out the PyTorch loop")
+    parser.add_argument("--threads", type=int, default=1, help="threads for each implementation (1; 0: as they are)")
     args = parser.parse_args(argv)
     peers = tuple(p for p in PEERS if not (p == "torch" and args.no_torch))
     rows = []
     for name in args.datasets.split(","):
-        rows.append(compare(name, range(args.seeds), peers=peers))
+        rows.append(compare(name, range(args.seeds), peers=peers, n_threads=args.threads or None))
         print(f"{name}: done", file=sys.stderr, flush=True)
     import sklearn
 
@@ -214,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     if "torch" in peers:
         import torch
 
-        versions += f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
-    print(f"{args.seeds} seeds per data set; settings {SETTINGS}; float64; {versions}; "
+        versions += f", PyTorch {torch.__version__}"
+    print(f"{args.seeds} seeds per data set; settings {SETTINGS}; float64; "
+          f"{args.threads or 'default'} thread(s) each; {versions}; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n")
     print(table(rows, peers))
     print("\nderive compiled or loaded its kernels before the timed fits: "

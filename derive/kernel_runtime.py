@@ -1206,7 +1206,8 @@ def _permutations(n, epochs, seed, epoch0):
 
 #: Argument codes of the declared signatures: arrays of the float dtype (f1, f2) or of int64 (i1),
 #: C-contiguous; scalars intp (i) or float64 (d).
-_ARGS = {"f1": (1, None), "f2": (2, None), "i1": (1, numba.int64), "i": (0, numba.intp), "d": (0, numba.float64)}
+_ARGS = {"f1": (1, None), "f2": (2, None), "i1": (1, numba.int64), "i": (0, numba.intp), "d": (0, numba.float64),
+         "d1": (1, numba.float64)}
 #: name -> (dispatcher, [declared signatures]); a symbol, or a NumPy dtype whose symbols all are,
 #: -> True once registered in this process.
 _SHARED = {}
@@ -1224,14 +1225,14 @@ def _declared(codes, dtype):
     return tuple(out)
 
 
-def _symbol(name, argtypes):
+def _symbol(name, argtypes, prefix=None):
     tags = "_".join(f"{t.dtype}x{t.ndim}" if isinstance(t, numba.types.Array) else str(t) for t in argtypes)
-    return f"derive_{SHA}_{name}_{tags}"
+    return f"derive_{prefix or SHA}_{name}_{tags}"
 
 
-def _link_one(impl, name, argtypes):
+def _link_one(impl, name, argtypes, prefix=None):
     """Register impl's machine code for argtypes under its symbol (compiling or loading it first)."""
-    symbol = _symbol(name, argtypes)
+    symbol = _symbol(name, argtypes, prefix)
     if symbol in _LINKED:
         return symbol
     with _LINK_LOCK:
@@ -1269,10 +1270,11 @@ def _matches(actual, declared):
     return len(actual) == len(declared)
 
 
-def _shared(impl, *signatures):
+def _shared(impl, *signatures, prefix=None):
     """The function that kernels call to run impl's shared compiled code (see above); as Python
     (and under NUMBA_DISABLE_JIT) it calls impl. signatures: argument codes (_ARGS), one string
-    per signature, each declared for float32 and float64 arrays."""
+    per signature, each declared for float32 and float64 arrays. prefix: the symbols' prefix, the
+    runtime's SHA for its own functions (registered for link()), a model's key for its kernels."""
     name = impl.__name__.lstrip("_")
     py = getattr(impl, "py_func", impl)
 
@@ -1294,7 +1296,7 @@ def _shared(impl, *signatures):
 
     def lower(context, builder, signature, args):
         declared = tuple(t.copy(readonly=False) if isinstance(t, numba.types.Array) else t for t in signature.args)
-        symbol = _link_one(impl, name, declared)
+        symbol = _link_one(impl, name, declared, prefix)
         fnty = context.call_conv.get_function_type(signature.return_type, declared)
         fn = numba.core.cgutils.get_or_insert_function(builder.module, fnty, symbol)
         status, result = context.call_conv.call_function(builder, fn, signature.return_type, declared, args)
@@ -1306,10 +1308,39 @@ def _shared(impl, *signatures):
     call.__doc__ = py.__doc__
     call.__signature__ = typer.__signature__ = inspect.signature(py)
     if not numba.config.DISABLE_JIT:
-        _SHARED[name] = (impl, signatures)
+        if prefix is None:
+            _SHARED[name] = (impl, signatures)
         numba.extending.type_callable(call)(lambda context: typer)
         numba.extending.lower_builtin(call, *[numba.types.Any] * len(signatures[0].split()))(lower)
     return call
+
+
+def separate(path, codes):
+    """Decorator for a model kernel that its callers call through a stable symbol, as they call
+    the runtime's shared functions, instead of linking its code into theirs: Numba optimises a
+    caller together with everything linked into it, so _train, linked with _batch_step and all it
+    calls, spent about 1.5 s of a new model's first train() optimising that code again. codes: the
+    kernel's argument codes (_ARGS, the arrays in the model's float dtype); path: the model
+    module's file, whose content hash names the symbols (a rebuilt module gets new ones). The
+    returned function has link(dtype), which the model's API calls before its kernels run (their
+    cached code refers to the symbol), and py_func, the kernel as Python."""
+    with open(path, "rb") as f:
+        prefix = "m" + hashlib.sha256(f.read()).hexdigest()[:16]
+
+    def wrap(impl):
+        call = _shared(impl, codes, prefix=prefix)
+        name = impl.__name__.lstrip("_")
+
+        def link_kernel(dtype):
+            if not numba.config.DISABLE_JIT:
+                _link_one(impl, name, _declared(codes, numba.from_dtype(np.dtype(dtype))), prefix)
+
+        call.link = link_kernel
+        call.py_func = getattr(impl, "py_func", impl)
+        call.dispatcher = impl
+        return call
+
+    return wrap
 
 
 mm = _shared(_mm, "f2 f2 f1 f2")
@@ -1370,6 +1401,7 @@ def adopt(namespace):
         return
     save = _module_of(namespace) is not None
     for value in list(namespace.values()):
+        value = getattr(value, "dispatcher", value)  # a kernel called through a symbol (separate)
         if isinstance(value, numba.core.dispatcher.Dispatcher) and \
                 getattr(value.py_func, "__module__", None) == namespace["__name__"]:
             _guard(value, save)
@@ -1433,6 +1465,7 @@ class API:
         self.state_keys = [f"{s}_{p}" for s in self.STATE_NAMES for p in self.PARAM_NAMES] + list(self.SCALAR_STATE)
         self.param_keys = frozenset(self.PARAM_NAMES)
         self.param_ndim = tuple(2 if name[0] == "W" else 1 for name in self.PARAM_NAMES)
+        self.linked = set()  # the dtypes whose runtime functions and separate kernels are linked
 
     def fail(self, message):
         raise ValueError(f"{self.name}: {message}")
@@ -1473,8 +1506,11 @@ class API:
             if l and W.shape[0] != arrays[l - 2].shape[1]:
                 self.fail(f"params[{names[l]!r}] has {W.shape[0]} rows but the previous layer has "
                           f"{arrays[l - 2].shape[1]} units")
-        if dtype not in _LINKED:
+        if dtype not in self.linked:
             link(dtype)
+            for kernel in getattr(self, "KERNELS", ()):
+                kernel.link(dtype)
+            self.linked.add(dtype)
         return arrays
 
     def data(self, name, arr, dtype, cols):

@@ -14,12 +14,13 @@ the regression loss) and trains it with :func:`derive.runtime.fit.fit`.
 
 The generated kernels read every width from the arrays they are given, so the estimators declare
 the module they build with placeholder widths (a one-unit layer stays 1, since its backward pass
-has code of its own; every other width is 2) and default hyperparameter values: the real widths
-are the shapes of the parameter arrays, the real learning rate, betas, momentum, L2 weight,
-schedule and clipping values are the kernels' arguments. Every ``hidden_layer_sizes`` of one depth
-and activation, and every ``learning_rate_init`` or ``alpha``, therefore uses one module, built
-once into the user cache folder (:func:`derive.runtime.models.cache_dir`) as ``fit`` builds a
-``Model(...)`` there: a grid over widths and learning rates compiles once.
+has code of its own; every other width, and the number of inputs, is 2) and default
+hyperparameter values: the real widths are the shapes of the parameter arrays, the real learning
+rate, betas, momentum, L2 weight, schedule and clipping values are the kernels' arguments. Every
+``hidden_layer_sizes`` of one depth and activation, and every ``learning_rate_init`` or ``alpha``,
+therefore uses one module, built once into the user cache folder
+(:func:`derive.runtime.models.cache_dir`) as ``fit`` builds a ``Model(...)`` there: a grid over
+widths and learning rates compiles once.
 
 Importing this module needs scikit-learn >= 1.6 (``pip install 'derive[sklearn]'``).
 """
@@ -78,7 +79,8 @@ class _PrintProgress(Progress):
 
 
 def _slot(width: int) -> int:
-    """The width a layer is declared with in the shared module (1 keeps its own code)."""
+    """The width a layer is declared with in the shared module (1 keeps its own code; the number
+    of inputs is never in the code, and is declared as 2)."""
     return 1 if width == 1 else 2
 
 
@@ -96,7 +98,7 @@ def _declare(n_in: int, hidden: tuple[int, ...], activation: str, n_out: int, ou
     sched = {"name": full.schedule.name, "per": full.schedule.per}
     if full.schedule.milestones:
         sched["milestones"] = [int(m) for m in full.schedule.milestones]
-    kernel = make_model("sklearn", _slot(n_in), [[_slot(x.units), *x.to_list()[1:]] for x in full.layers],
+    kernel = make_model("sklearn", 2, [[_slot(x.units), *x.to_list()[1:]] for x in full.layers],
                         full.loss_table() if full.loss_options else full.loss,
                         {"name": full.optimizer.name, **dict(full.optimizer.options)}, schedule=sched,
                         clip={k: 1.0 for k, _ in full.clip} or None, regularization={"l2": 0.0},
@@ -509,9 +511,12 @@ class DeriveClassifier(ClassifierMixin, _DeriveMLP):
             return y.astype(np.float64)
         if y.ndim != 1:
             raise ValueError(f"y has shape {y.shape}, but the classifier was fitted on one column of class labels")
-        idx = np.searchsorted(self.classes_, y)
-        idx = np.minimum(idx, len(self.classes_) - 1)
-        unknown = self.classes_[idx] != y
+        try:
+            idx = np.minimum(np.searchsorted(self.classes_, y), len(self.classes_) - 1)
+            unknown = self.classes_[idx] != y
+        except TypeError:  # labels that do not compare with the classes (text against numbers)
+            raise ValueError(f"y's labels ({y.dtype}) are not of the kind of classes_ {self.classes_.tolist()[:5]}") \
+                from None
         if unknown.any():
             raise ValueError(f"y contains labels not in classes_ {self.classes_.tolist()}: "
                              f"{np.unique(y[unknown]).tolist()[:5]}")

@@ -14,7 +14,7 @@ Equations, as computed (`derive show logistic` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=logistic template=module.py.j2 spec-hash=c26597d509e78da0 runtime=23549ce1fc794940
+# derive: spec=derive.toml model=logistic template=module.py.j2 spec-hash=c26597d509e78da0 runtime=6749139ab341f388
 
 import math
 
@@ -28,15 +28,15 @@ else:  # loaded from its file path, outside its package: the runtime is the file
     import pathlib as _pathlib
     import sys as _sys
 
-    _rt = _sys.modules.get("_kernel_runtime_23549ce1fc794940")
+    _rt = _sys.modules.get("_kernel_runtime_6749139ab341f388")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_23549ce1fc794940",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_6749139ab341f388",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "23549ce1fc794940")
+RUNTIME = (1, "6749139ab341f388")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products and the training loop's pieces run the
@@ -72,6 +72,11 @@ DROPOUT = ()
 REGISTER_Z = ()
 
 
+# The kernels marked @_rt.separate are compiled on their own and called through a symbol, not
+# linked into their callers (so not optimised again inside each: see _rt.separate).
+
+
+@_rt.separate(__file__, "f2 f2 f1 f2 f2")
 @numba.njit(**_JIT)
 def _forward(X, W1, b1, Z1, A1):
     # forward.z1: Z_1 = A_0*W_1 + 1*b_1
@@ -85,6 +90,7 @@ def _forward(X, W1, b1, Z1, A1):
         _a1[k] = a_1
 
 
+@_rt.separate(__file__, "f2 f2 f2 f2")
 @numba.njit(**_JIT)
 def _loss(Z1, A1, Y, E):
     """The mean element loss; E (the shape of Y) receives the element losses, so that their loop
@@ -104,6 +110,7 @@ def _loss(Z1, A1, Y, E):
     return total / _e.size
 
 
+@_rt.separate(__file__, "f2 f2 f2 f1 f2 f2 f2 f2 f1")
 @numba.njit(**_JIT)
 def _backward(X, Y, W1, b1, Z1, A1, D1, gW1, gb1):
     N = Y.shape[0]
@@ -150,6 +157,7 @@ def _update_one(P, Q, G, t, epoch, clip_coef, lr, factors):
         q[k] = theta
 
 
+@_rt.separate(__file__, "f2 f1 f2 f1 f2 f1 i i d")
 @numba.njit(**_JIT_INNER)
 def _update(W1, b1, W1_out, b1_out, gW1, gb1, t, epoch, lr):
     clip_coef = 1.0
@@ -158,6 +166,7 @@ def _update(W1, b1, W1_out, b1_out, gW1, gb1, t, epoch, lr):
     _update_one(b1, b1_out, gb1, t, epoch, clip_coef, lr, factors)
 
 
+@_rt.separate(__file__, "f2 f2 f2 f1 f2 f1 f2 f2 f2 f2 f1 i i d")
 @numba.njit(**_JIT_INNER)
 def _batch_step(X, Y, W1, b1, W1_out, b1_out, Z1, A1, D1, gW1, gb1, t, epoch, lr):
     """Forward, loss; if the loss is finite: backward and the update from the parameters and
@@ -207,9 +216,10 @@ def _train(X, Y, W1, b1, W1_out, b1_out, Z1, A1, D1, gW1, gb1, Xb, Yb, perm, his
                 xs = X[s:s + r]
                 ys = Y[s:s + r]
             # this step reads the parameters and state from one buffer and writes the other
-            _W1, _W1_out = (W1, W1_out) if flip == 0 else (W1_out, W1)
-            _b1, _b1_out = (b1, b1_out) if flip == 0 else (b1_out, b1)
-            value = _batch_step(xs, ys, _W1, _b1, _W1_out, _b1_out, Z1[:r], A1[:r], D1[:r], gW1, gb1, t + 1, epoch0 + e, lr)
+            if flip == 0:
+                value = _batch_step(xs, ys, W1, b1, W1_out, b1_out, Z1[:r], A1[:r], D1[:r], gW1, gb1, t + 1, epoch0 + e, lr)
+            else:
+                value = _batch_step(xs, ys, W1_out, b1_out, W1, b1, Z1[:r], A1[:r], D1[:r], gW1, gb1, t + 1, epoch0 + e, lr)
             if not math.isfinite(value):
                 return 1, e, b, t - t0, flip
             t += 1
@@ -275,8 +285,8 @@ def _call_train_many(arrays, outs, grads, state, state_out, X, Y, Zs, As, Ds, Hs
 
 
 _api = _rt.API(name="logistic", SPEC=SPEC, PARAM_NAMES=PARAM_NAMES, HYPER=HYPER, HYPER_RANGES=HYPER_RANGES,
-               STATE_NAMES=STATE_NAMES, SCALAR_STATE=SCALAR_STATE, INIT=INIT, DROPOUT=DROPOUT,
-state_init=_state_init, forward=_call_forward, loss=_call_loss, gradients=_call_gradients,
+               STATE_NAMES=STATE_NAMES, SCALAR_STATE=SCALAR_STATE, INIT=INIT, DROPOUT=DROPOUT, KERNELS=(_forward, _loss, _backward, _update, _batch_step),
+               state_init=_state_init, forward=_call_forward, loss=_call_loss, gradients=_call_gradients,
                step=_call_step, train=_call_train, train_many=_call_train_many)
 
 

@@ -26,7 +26,7 @@ Equations, as computed (`derive show regression` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=regression template=module.py.j2 spec-hash=4d545c83d67b4f5d runtime=23549ce1fc794940
+# derive: spec=derive.toml model=regression template=module.py.j2 spec-hash=4d545c83d67b4f5d runtime=6749139ab341f388
 
 import math
 
@@ -40,15 +40,15 @@ else:  # loaded from its file path, outside its package: the runtime is the file
     import pathlib as _pathlib
     import sys as _sys
 
-    _rt = _sys.modules.get("_kernel_runtime_23549ce1fc794940")
+    _rt = _sys.modules.get("_kernel_runtime_6749139ab341f388")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_23549ce1fc794940",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_6749139ab341f388",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "23549ce1fc794940")
+RUNTIME = (1, "6749139ab341f388")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products and the training loop's pieces run the
@@ -84,6 +84,11 @@ DROPOUT = (0.0, 0.0)
 REGISTER_Z = (1,)
 
 
+# The kernels marked @_rt.separate are compiled on their own and called through a symbol, not
+# linked into their callers (so not optimised again inside each: see _rt.separate).
+
+
+@_rt.separate(__file__, "f2 f2 f1 f2 f1 f2 f1 f2 f2 f2 f2 f2 f2")
 @numba.njit(**_JIT)
 def _forward(X, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3):
     # forward.z1: Z_1 = A_0*W_1 + 1*b_1
@@ -111,6 +116,7 @@ def _forward(X, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3):
         _a3[k] = a_3
 
 
+@_rt.separate(__file__, "f2 f2 f2 f2")
 @numba.njit(**_JIT)
 def _loss(Z3, A3, Y, E):
     """The mean element loss; E (the shape of Y) receives the element losses, so that their loop
@@ -130,6 +136,7 @@ def _loss(Z3, A3, Y, E):
     return total / _e.size
 
 
+@_rt.separate(__file__, "f2 f2 f2 f1 f2 f1 f2 f1 f2 f2 f2 f2 f2 f2 f2 f2 f2 f2 f1 f2 f1 f2 f1")
 @numba.njit(**_JIT)
 def _backward(X, Y, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3, D1, D2, D3, gW1, gb1, gW2, gb2, gW3, gb3):
     N = Y.shape[0]
@@ -207,6 +214,7 @@ def _update_one(P, Q, G, t, epoch, clip_coef, lr, factors):
         q[k] = theta
 
 
+@_rt.separate(__file__, "f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 i i d")
 @numba.njit(**_JIT_INNER)
 def _update(W1, b1, W2, b2, W3, b3, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, gW1, gb1, gW2, gb2, gW3, gb3, t, epoch, lr):
     clip_coef = 1.0
@@ -219,6 +227,7 @@ def _update(W1, b1, W2, b2, W3, b3, W1_out, b1_out, W2_out, b2_out, W3_out, b3_o
     _update_one(b3, b3_out, gb3, t, epoch, clip_coef, lr, factors)
 
 
+@_rt.separate(__file__, "f2 f2 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f2 f2 f2 f2 f2 f2 f2 f2 f2 f1 f2 f1 f2 f1 i i d")
 @numba.njit(**_JIT_INNER)
 def _batch_step(X, Y, W1, b1, W2, b2, W3, b3, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, Z1, A1, Z2, A2, Z3, A3, D1, D2, D3, gW1, gb1, gW2, gb2, gW3, gb3, t, epoch, lr):
     """Forward, loss; if the loss is finite: backward and the update from the parameters and
@@ -268,13 +277,10 @@ def _train(X, Y, W1, b1, W2, b2, W3, b3, W1_out, b1_out, W2_out, b2_out, W3_out,
                 xs = X[s:s + r]
                 ys = Y[s:s + r]
             # this step reads the parameters and state from one buffer and writes the other
-            _W1, _W1_out = (W1, W1_out) if flip == 0 else (W1_out, W1)
-            _b1, _b1_out = (b1, b1_out) if flip == 0 else (b1_out, b1)
-            _W2, _W2_out = (W2, W2_out) if flip == 0 else (W2_out, W2)
-            _b2, _b2_out = (b2, b2_out) if flip == 0 else (b2_out, b2)
-            _W3, _W3_out = (W3, W3_out) if flip == 0 else (W3_out, W3)
-            _b3, _b3_out = (b3, b3_out) if flip == 0 else (b3_out, b3)
-            value = _batch_step(xs, ys, _W1, _b1, _W2, _b2, _W3, _b3, _W1_out, _b1_out, _W2_out, _b2_out, _W3_out, _b3_out, Z1[:r], A1[:r], Z2[:r], A2[:r], Z3[:r], A3[:r], D1[:r], D2[:r], D3[:r], gW1, gb1, gW2, gb2, gW3, gb3, t + 1, epoch0 + e, lr)
+            if flip == 0:
+                value = _batch_step(xs, ys, W1, b1, W2, b2, W3, b3, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, Z1[:r], A1[:r], Z2[:r], A2[:r], Z3[:r], A3[:r], D1[:r], D2[:r], D3[:r], gW1, gb1, gW2, gb2, gW3, gb3, t + 1, epoch0 + e, lr)
+            else:
+                value = _batch_step(xs, ys, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, W1, b1, W2, b2, W3, b3, Z1[:r], A1[:r], Z2[:r], A2[:r], Z3[:r], A3[:r], D1[:r], D2[:r], D3[:r], gW1, gb1, gW2, gb2, gW3, gb3, t + 1, epoch0 + e, lr)
             if not math.isfinite(value):
                 return 1, e, b, t - t0, flip
             t += 1
@@ -342,8 +348,8 @@ def _call_train_many(arrays, outs, grads, state, state_out, X, Y, Zs, As, Ds, Hs
 
 
 _api = _rt.API(name="regression", SPEC=SPEC, PARAM_NAMES=PARAM_NAMES, HYPER=HYPER, HYPER_RANGES=HYPER_RANGES,
-               STATE_NAMES=STATE_NAMES, SCALAR_STATE=SCALAR_STATE, INIT=INIT, DROPOUT=DROPOUT,
-state_init=_state_init, forward=_call_forward, loss=_call_loss, gradients=_call_gradients,
+               STATE_NAMES=STATE_NAMES, SCALAR_STATE=SCALAR_STATE, INIT=INIT, DROPOUT=DROPOUT, KERNELS=(_forward, _loss, _backward, _update, _batch_step),
+               state_init=_state_init, forward=_call_forward, loss=_call_loss, gradients=_call_gradients,
                step=_call_step, train=_call_train, train_many=_call_train_many)
 
 

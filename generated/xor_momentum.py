@@ -20,7 +20,7 @@ Equations, as computed (`derive show xor_momentum` prints the whole derivation):
     update.b: b <- Piecewise((g, Eq(t, 1)), (b*momentum + g*(1 - dampening), True))
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_momentum template=module.py.j2 spec-hash=7874cefa224ad24b runtime=23549ce1fc794940
+# derive: spec=derive.toml model=xor_momentum template=module.py.j2 spec-hash=7874cefa224ad24b runtime=6749139ab341f388
 
 import math
 
@@ -34,15 +34,15 @@ else:  # loaded from its file path, outside its package: the runtime is the file
     import pathlib as _pathlib
     import sys as _sys
 
-    _rt = _sys.modules.get("_kernel_runtime_23549ce1fc794940")
+    _rt = _sys.modules.get("_kernel_runtime_6749139ab341f388")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_23549ce1fc794940",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_6749139ab341f388",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "23549ce1fc794940")
+RUNTIME = (1, "6749139ab341f388")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products and the training loop's pieces run the
@@ -78,6 +78,11 @@ DROPOUT = (0.0,)
 REGISTER_Z = ()
 
 
+# The kernels marked @_rt.separate are compiled on their own and called through a symbol, not
+# linked into their callers (so not optimised again inside each: see _rt.separate).
+
+
+@_rt.separate(__file__, "f2 f2 f1 f2 f1 f2 f2 f2 f2")
 @numba.njit(**_JIT)
 def _forward(X, W1, b1, W2, b2, Z1, A1, Z2, A2):
     # forward.z1: Z_1 = A_0*W_1 + 1*b_1
@@ -100,6 +105,7 @@ def _forward(X, W1, b1, W2, b2, Z1, A1, Z2, A2):
         _a2[k] = a_2
 
 
+@_rt.separate(__file__, "f2 f2 f2 f2")
 @numba.njit(**_JIT)
 def _loss(Z2, A2, Y, E):
     """The mean element loss; E (the shape of Y) receives the element losses, so that their loop
@@ -119,6 +125,7 @@ def _loss(Z2, A2, Y, E):
     return total / _e.size
 
 
+@_rt.separate(__file__, "f2 f2 f2 f1 f2 f1 f2 f2 f2 f2 f2 f2 f2 f1 f2 f1")
 @numba.njit(**_JIT)
 def _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2):
     N = Y.shape[0]
@@ -191,6 +198,7 @@ def _update_one(P, Q, G, S_b, R_b, t, epoch, clip_coef, lr, momentum, dampening,
         r_b[k] = b
 
 
+@_rt.separate(__file__, "f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 i i d d d")
 @numba.njit(**_JIT_INNER)
 def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, b_W1, b_b1, b_W2, b_b2, b_W1_out, b_b1_out, b_W2_out, b_b2_out, t, epoch, lr, momentum, dampening):
     clip_coef = 1.0
@@ -201,6 +209,7 @@ def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, 
     _update_one(b2, b2_out, gb2, b_b2, b_b2_out, t, epoch, clip_coef, lr, momentum, dampening, factors)
 
 
+@_rt.separate(__file__, "f2 f2 f2 f1 f2 f1 f2 f1 f2 f1 f2 f2 f2 f2 f2 f2 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 i i d d d")
 @numba.njit(**_JIT_INNER)
 def _batch_step(X, Y, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2, b_W1, b_b1, b_W2, b_b2, b_W1_out, b_b1_out, b_W2_out, b_b2_out, t, epoch, lr, momentum, dampening):
     """Forward, loss; if the loss is finite: backward and the update from the parameters and
@@ -250,15 +259,10 @@ def _train(X, Y, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1, A1, Z2, A2,
                 xs = X[s:s + r]
                 ys = Y[s:s + r]
             # this step reads the parameters and state from one buffer and writes the other
-            _W1, _W1_out = (W1, W1_out) if flip == 0 else (W1_out, W1)
-            _b1, _b1_out = (b1, b1_out) if flip == 0 else (b1_out, b1)
-            _W2, _W2_out = (W2, W2_out) if flip == 0 else (W2_out, W2)
-            _b2, _b2_out = (b2, b2_out) if flip == 0 else (b2_out, b2)
-            _b_W1, _b_W1_out = (b_W1, b_W1_out) if flip == 0 else (b_W1_out, b_W1)
-            _b_b1, _b_b1_out = (b_b1, b_b1_out) if flip == 0 else (b_b1_out, b_b1)
-            _b_W2, _b_W2_out = (b_W2, b_W2_out) if flip == 0 else (b_W2_out, b_W2)
-            _b_b2, _b_b2_out = (b_b2, b_b2_out) if flip == 0 else (b_b2_out, b_b2)
-            value = _batch_step(xs, ys, _W1, _b1, _W2, _b2, _W1_out, _b1_out, _W2_out, _b2_out, Z1[:r], A1[:r], Z2[:r], A2[:r], D1[:r], D2[:r], gW1, gb1, gW2, gb2, _b_W1, _b_b1, _b_W2, _b_b2, _b_W1_out, _b_b1_out, _b_W2_out, _b_b2_out, t + 1, epoch0 + e, lr, momentum, dampening)
+            if flip == 0:
+                value = _batch_step(xs, ys, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1[:r], A1[:r], Z2[:r], A2[:r], D1[:r], D2[:r], gW1, gb1, gW2, gb2, b_W1, b_b1, b_W2, b_b2, b_W1_out, b_b1_out, b_W2_out, b_b2_out, t + 1, epoch0 + e, lr, momentum, dampening)
+            else:
+                value = _batch_step(xs, ys, W1_out, b1_out, W2_out, b2_out, W1, b1, W2, b2, Z1[:r], A1[:r], Z2[:r], A2[:r], D1[:r], D2[:r], gW1, gb1, gW2, gb2, b_W1_out, b_b1_out, b_W2_out, b_b2_out, b_W1, b_b1, b_W2, b_b2, t + 1, epoch0 + e, lr, momentum, dampening)
             if not math.isfinite(value):
                 return 1, e, b, t - t0, flip
             t += 1
@@ -325,8 +329,8 @@ def _call_train_many(arrays, outs, grads, state, state_out, X, Y, Zs, As, Ds, Hs
 
 
 _api = _rt.API(name="xor_momentum", SPEC=SPEC, PARAM_NAMES=PARAM_NAMES, HYPER=HYPER, HYPER_RANGES=HYPER_RANGES,
-               STATE_NAMES=STATE_NAMES, SCALAR_STATE=SCALAR_STATE, INIT=INIT, DROPOUT=DROPOUT,
-state_init=_state_init, forward=_call_forward, loss=_call_loss, gradients=_call_gradients,
+               STATE_NAMES=STATE_NAMES, SCALAR_STATE=SCALAR_STATE, INIT=INIT, DROPOUT=DROPOUT, KERNELS=(_forward, _loss, _backward, _update, _batch_step),
+               state_init=_state_init, forward=_call_forward, loss=_call_loss, gradients=_call_gradients,
                step=_call_step, train=_call_train, train_many=_call_train_many)
 
 

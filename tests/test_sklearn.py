@@ -101,6 +101,35 @@ def test_widths_and_hyperparameters_share_one_module(iris):
     assert [x.units for x in kernel.layers] == [1, 2]
 
 
+def _code(model) -> list[str]:
+    """A rendered module's text without what records the spec (its summary, header, SPEC, HYPER)."""
+    from derive.codegen.render import render_module
+    from derive.derivation import derive_model
+
+    lines, out, in_spec = render_module(derive_model(model)).splitlines(), [], False
+    for i, line in enumerate(lines):
+        in_spec = (in_spec or line.startswith("SPEC = ")) and not line.startswith("SPEC_HASH")
+        if i and not in_spec and not line.startswith(("# derive:", "SPEC_HASH", "HYPER = ")) \
+                and "Hyperparameters default to" not in line:
+            out.append(line)
+    return out
+
+
+def test_generated_code_does_not_depend_on_widths_or_values():
+    """What the shared modules rest on: derive renders the same kernels for any widths other
+    than 1 and any number of inputs, and for any hyperparameter values (they are arguments)."""
+    from derive.spec import make_model
+
+    def model(n_in, widths, lr, l2):
+        layers = [[w, "relu"] for w in widths[:-1]] + [[widths[-1], "softmax"]]
+        return make_model("m", n_in, layers, "cross_entropy", {"name": "adam", "lr": lr}, regularization={"l2": l2})
+
+    placeholder = _code(model(2, [2, 2, 2], 1e-3, 0.0))
+    assert _code(model(37, [50, 3, 9], 0.1, 0.5)) == placeholder
+    assert _code(model(1, [2, 64, 2], 0.2, 1e-4)) == placeholder
+    assert _code(model(2, [2, 1, 2], 1e-3, 0.0)) != placeholder  # a one-unit layer has code of its own
+
+
 def test_schedule_clip_values_are_arguments_not_module_code():
     def kernel_and_hyper(**kw):
         est = DeriveRegressor(**kw)
@@ -279,6 +308,29 @@ def test_restarts_keep_the_best_run(iris):
     best = clone(one).set_params(restarts=3).fit(X, y)
     assert best.fit_metrics_["restarts"] == 3
     assert best.loss_ == pytest.approx(min(runs), rel=1e-12)
+
+
+def test_divergence_raises_with_the_last_finite_parameters():
+    from derive.runtime.fit import Diverged
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 3))
+    y = 1e3 * X[:, 0]
+    wild = dict(hidden_layer_sizes=(6,), solver="sgd", momentum=0.0, learning_rate_init=1e12, batch_size=8,
+                random_state=0)
+    with pytest.raises(Diverged, match="diverged"):
+        DeriveRegressor(max_iter=5, **wild).fit(X, y)
+    reg = DeriveRegressor(**{**wild, "learning_rate_init": 1e-3}).partial_fit(X, y)
+    with pytest.raises(Diverged, match="partial_fit"):
+        reg.set_params(learning_rate_init=1e12).partial_fit(X, y)
+    assert all(np.isfinite(W).all() for W in reg.coefs_) and reg.n_iter_ == 1
+
+
+def test_verbose_prints_each_epoch_and_the_summary(iris, capsys):
+    X, y = iris
+    DeriveClassifier(hidden_layer_sizes=(4,), max_iter=3, verbose=True, random_state=0).fit(X, y)
+    out = capsys.readouterr().out
+    assert "epoch 1/3  loss" in out and "epoch 3/3  loss" in out and "classification_report" in out
 
 
 def test_float32(cancer):

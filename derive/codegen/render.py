@@ -197,6 +197,23 @@ def render_module(d: Derivation) -> str:
         py.update({f"Z{l}": f"Zs[{l - 1}]", f"A{l}": f"As[{l - 1}]", f"D{l}": f"Ds[{l - 1}]",
                    f"H{l}": f"Hs[{l - 1}]", f"M{l}": f"Ms[{l - 1}]"})
 
+    def code(n: str) -> str:
+        """The argument code of a kernel argument (derive/kernel_runtime.py, _ARGS)."""
+        base = n[:-4] if n.endswith("_out") else n
+        if base in ("t", "epoch", "drop"):
+            return "i"
+        if base in H:
+            return "d"
+        if base in [f"{c}_state" for c in rule_eqs.scalar_state]:
+            return "d1"
+        last = base.split("_")[-1] if base not in ("X", "Y") else base
+        if last.startswith("g") and last[1:] in P:
+            last = last[1:]
+        return "f1" if last in P and last.startswith("b") else "f2"
+
+    batch_codes = " ".join(code(n) for n in args["batch"])
+    kernel_codes = {kind: " ".join(code(n) for n in args[kind]) for kind in ("forward", "backward", "update")}
+
     def call(kind: str) -> str:
         names = [("1" if kind == "step" else "0") if n == "drop" else py[n] for n in args[kind] if n not in H]
         return ", ".join(names + (["*hv"] if kind in ("update", "step", "train") and H else []))
@@ -205,16 +222,18 @@ def render_module(d: Derivation) -> str:
     in_place = {f"{n}_out": n for n in [*P, *ST, *SC]}
     step_batch_call = ", ".join(in_place.get(n, n) for n in args["batch"])
     # _train alternates the buffers and passes views of the first r rows of the workspaces; xs, ys
-    # are the batch's rows (gathered into Xb, Yb when shuffling, else a slice of X, Y). One call
-    # site of _batch_step, with the buffers of this step chosen before it (two call sites doubled
-    # the code LLVM optimises when _train is compiled).
+    # are the batch's rows (gathered into Xb, Yb when shuffling, else a slice of X, Y). Two call
+    # sites of _batch_step, one per direction: it is called through a symbol (not linked in), so
+    # each is one call instruction (choosing the buffers first, by a select per array, took
+    # LLVM 0.2 s more to optimise for Adam's 18 buffers).
     buffered = [*P, *ST, *SC]
     rows = {n: f"{n}[:r]" for n in ZA + D}
     rows.update({"X": "xs", "Y": "ys", "t": "t + 1", "epoch": "epoch0 + e", "drop": "1"})
-    rows.update({n: f"_{n}" for n in buffered})
-    rows.update({f"{n}_out": f"_{n}_out" for n in buffered})
-    train_swaps = [f"_{n}, _{n}_out = ({n}, {n}_out) if flip == 0 else ({n}_out, {n})" for n in buffered]
+    swapped = dict(rows)
+    swapped.update({n: f"{n}_out" for n in buffered})
+    swapped.update({f"{n}_out": n for n in buffered})
     train_step_call = ", ".join(rows.get(n, n) for n in args["batch"])
+    train_step_call_swapped = ", ".join(swapped.get(n, n) for n in args["batch"])
 
     reg_call = "".join(f", hd[{k!r}]" for k, _ in model.regularization if k in ("l1", "l2"))
 
@@ -339,10 +358,12 @@ def render_module(d: Derivation) -> str:
         "backward_call": call("backward"),
         "step_call": call("step"),
         "batch_args": ", ".join(args["batch"]),
+        "batch_codes": batch_codes,
+        "kernel_codes": kernel_codes,
         "train_args": ", ".join(args["train"]),
         "step_batch_call": step_batch_call,
-        "train_swaps": train_swaps,
         "train_step_call": train_step_call,
+        "train_step_call_swapped": train_step_call_swapped,
         "train_call": call("train"),
         # train_many() names its stacked arrays as train() names the single ones
         "many_py_call": ", ".join([py[n] for n in args["train"] if n not in H] + ["results"] + (["*hv"] if H else [])),

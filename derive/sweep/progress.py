@@ -1,0 +1,80 @@
+"""Progress of a sweep on a terminal: a bar over runs that redraws itself, or plain lines in a log::
+
+    runs  120/600 [#####...................]  running 64  diverged 3  best 0.1234  2.1 s, ~8.4 s left
+
+Like :class:`derive.runtime.progress.TerminalProgress`: redrawn in place at most 10 times a second
+on a terminal; otherwise (a pipe, a log file, CI) a line at every tenth of the runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class SweepProgress:
+    """Receives a sweep's progress; this base class shows nothing (subclass it, or use
+    :class:`TerminalSweepProgress`)."""
+
+    def start(self, total: int, where: str) -> None: ...
+
+    def skip(self, runs: int) -> None:
+        """``runs`` runs were found in the journal (a resumed sweep): done, not run now."""
+
+    def update(self, done: int, running: int, diverged: int, best: float | None) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class TerminalSweepProgress(SweepProgress):
+    def __init__(self, stream: TextIO | None = None, tty: bool | None = None, width: int = 24):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.width = width
+        self._shown = False
+        self._last = 0.0
+        self._logged = 0
+
+    def start(self, total: int, where: str) -> None:
+        self.total, self.t0, self.skipped, self.done = max(total, 1), time.perf_counter(), 0, 0
+        self.stream.write(f"running    {total} runs on {where}\n")
+        self.stream.flush()
+
+    def skip(self, runs: int) -> None:
+        self.skipped += runs
+        self.done += runs
+        self.stream.write(f"resuming   {self.done} of {self.total} runs are in the journal already\n")
+        self.stream.flush()
+
+    def text(self, done: int, running: int, diverged: int, best: float | None) -> str:
+        now = time.perf_counter() - self.t0
+        filled = round(self.width * done / self.total)
+        rate = (done - self.skipped) / now if now > 0 else 0.0
+        left = f", ~{(self.total - done) / rate:.1f} s left" if rate > 0 and done < self.total else ""
+        return (f"runs {done:>{len(str(self.total))}}/{self.total} [{'#' * filled}{'.' * (self.width - filled)}]"
+                f"  running {running}  diverged {diverged}"
+                + (f"  best {best:.4g}" if best is not None else "") + f"  {now:.1f} s{left}")
+
+    def update(self, done: int, running: int, diverged: int, best: float | None) -> None:
+        self.done = done
+        now = time.perf_counter()
+        if self.tty:
+            if now - self._last < 0.1 and done < self.total:
+                return
+            self._last = now
+            self.stream.write("\r" + self.text(done, running, diverged, best) + "\x1b[K")
+            self._shown = True
+        else:
+            tenth = done * 10 // self.total
+            if tenth <= self._logged and done < self.total:
+                return
+            self._logged = tenth
+            self.stream.write(self.text(done, running, diverged, best) + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._shown = False

@@ -1,0 +1,276 @@
+"""`derive sweep` on the local engine: every run of a multi-run call equals the same run done
+alone by `train` (bit for bit, float64); results do not depend on chunking or order; resume runs
+only what is missing; an interruption loses nothing; a diverging run is a row; the command line,
+its errors (one line, nothing written), the files, the pictures, Optuna's TPE."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import shlex
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from derive.data import load_dataset
+from derive.sweep import driver, results, sweep
+from derive.sweep.driver import make_folds, run_sweep
+from derive.sweep.progress import SweepProgress
+from derive.sweep.space import SweepError
+from derive.sweep.worker import draw_params, init_params, spec_widths
+
+VOLATILE = ["wall_time", "worker"]  # where and how fast a run ran: everything else must be equal
+
+
+@pytest.fixture(scope="module")
+def adam():
+    return importlib.import_module("generated.xor_adam")
+
+
+@pytest.fixture(scope="module")
+def xor_data():
+    return load_dataset("xor")
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(adam, xor_data):
+    """lr x width1 (the spec's 8 and 4) x 2 draws of beta2, 2 seeds, 2 folds: 32 runs of Adam."""
+    return run_sweep(adam, data=xor_data, grid=["lr=0.01,0.05", "width1=8,4"], random=["beta2=uniform(0.9,0.999)"],
+                     trials=2, seeds=2, folds=2, epochs=4, batch_size=16, seed=5)
+
+
+def _plain(module, row, fold, val_every=0):
+    """The run of ``row`` done alone: init_params(seed), init_state, one train() call (or
+    ``val_every`` epochs at a time), the losses of the final parameters."""
+    Xtr, Ytr, Xva, Yva = fold
+    widths = tuple(int(row[f"width{l}"]) for l in range(1, len(module.SPEC["layers"])))
+    hyper = {k: float(row[k]) for k in module.HYPER}
+    params = init_params(module, widths, int(row["seed"]), np.float64, None if row["init"] == "default"
+                         else row["init"])
+    state = module.init_state(params, **hyper)
+    losses, step = [], val_every or int(row["epochs"])
+    for _ in range(0, int(row["epochs"]), step):
+        res = module.train(params, state, Xtr, Ytr, epochs=step, batch_size=int(row["batch_size"]),
+                           seed=int(row["seed"]), **hyper)
+        losses += list(res["loss"])
+    return (np.array(losses), float(module.loss(params, Xtr, Ytr, **hyper)),
+            float(module.loss(params, Xva, Yva, **hyper)))
+
+
+def test_each_run_equals_train_alone_bit_for_bit(adam, xor_data, grid_sweep):
+    df, rows = grid_sweep["table"], grid_sweep["rows"]
+    assert len(df) == 32 and (df["status"] == "ok").all()
+    assert sorted(df["width1"].unique()) == [4, 8] and df["beta2"].nunique() == 2 and df["lr"].nunique() == 2
+    folds = make_folds(xor_data.X, xor_data.Y, 2, 0.0, 5, False, np.dtype(np.float64))
+    for row, (_, r) in zip(rows, df.iterrows()):
+        loss, train_loss, val_loss = _plain(adam, r, folds[int(r["fold"])])
+        assert np.array_equal(np.array(row["loss_curve"]), loss)
+        assert r["train_loss"] == train_loss and r["val_loss"] == val_loss
+        assert r["epochs_run"] == 4 and r["steps"] == 4 * math.ceil(100 / 16)
+    # the per-run seed is the sweep's (seed 5, replicate, fold), the same for every configuration
+    assert df.groupby(["replicate", "fold"])["seed"].nunique().eq(1).all()
+    assert df["seed"].nunique() == 4
+
+
+def test_spec_width_parameters_are_the_modules_own(adam):
+    moons = importlib.import_module("generated.moons")
+    for module in (adam, moons):
+        for init in (None, *module.INIT_SCHEMES):
+            a = module.init_params(seed=11, init=init)
+            b = draw_params(module, spec_widths(module), 11, np.float64, init)
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+            assert all(v.ctypes.data % 64 == 0 and v.flags.c_contiguous for v in b.values())
+    p = init_params(moons, (3, 5), 2, np.float32, "he_normal")
+    assert [p[k].shape for k in ("W1", "W2", "W3")] == [(2, 3), (3, 5), (5, 1)] and p["W1"].dtype == np.float32
+
+
+def test_results_do_not_depend_on_chunking(adam, xor_data, grid_sweep, monkeypatch):
+    monkeypatch.setattr(driver, "MAX_CHUNK", 1)  # every run in a call of its own
+    alone = sweep(adam, data=xor_data, grid=["lr=0.01,0.05", "width1=8,4"], random=["beta2=uniform(0.9,0.999)"],
+                  trials=2, seeds=2, folds=2, epochs=4, batch_size=16, seed=5)
+    assert alone.drop(columns=VOLATILE).equals(grid_sweep["table"].drop(columns=VOLATILE))
+
+
+def test_validation_curves_and_early_stopping(adam, xor_data):
+    """val_every measures the validation loss between train_many calls, patience stops runs
+    (status stopped, the best epoch's parameters): both equal the run done alone."""
+    out = run_sweep(adam, data=xor_data, grid=["lr=0.3,0.001"], seeds=2, epochs=12, batch_size=32, val_every=3)
+    folds = make_folds(xor_data.X, xor_data.Y, 1, 0.2, 0, False, np.dtype(np.float64))
+    for row in out["rows"]:
+        loss, train_loss, val_loss = _plain(adam, row, folds[0], val_every=3)
+        assert np.array_equal(row["loss_curve"], loss) and row["val_loss"] == val_loss
+        assert np.isfinite(row["val_curve"][2::3]).all() and np.isnan(np.delete(row["val_curve"], [2, 5, 8, 11])).all()
+        assert row["val_curve"][-1] == val_loss
+    stopped = run_sweep(adam, data=xor_data, grid=["lr=1.0,0.001"], seeds=2, epochs=40, patience=2)["rows"]
+    by = {s["status"] for s in stopped}
+    assert "stopped" in by, by
+    for s in stopped:
+        if s["status"] == "stopped":
+            assert s["epochs_run"] < 40 and s["best_epoch"] == s["epochs_run"] - 2
+            assert s["val_loss"] == min(v for v in s["val_curve"] if not math.isnan(v))
+
+
+def test_diverging_run_is_a_row(tmp_path):
+    linear = importlib.import_module("generated.linear")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    Y = X @ rng.normal(size=(3, 1))
+    out = run_sweep(linear, X, Y, grid=["lr=0.01,1000"], seeds=2, epochs=10, batch_size=8, out=tmp_path / "s")
+    rows = {(r["lr"], r["replicate"]): r for r in out["rows"]}
+    for rep in (0, 1):
+        bad, good = rows[1000.0, rep], rows[0.01, rep]
+        assert bad["status"] == "diverged" and math.isnan(bad["val_loss"]) and bad["epochs_run"] < 10
+        assert "NaN or infinite at epoch" in bad["message"]
+        assert good["status"] == "ok" and math.isfinite(good["val_loss"])
+    assert "2 ok, 2 diverged" in out["summary"][0] and "lr=0.01" in out["summary"][1]
+    table = results.read_table(tmp_path / "s")
+    assert list(table["status"]) == ["ok", "ok", "diverged", "diverged"]
+
+
+class _Recorder(SweepProgress):
+    """Counts what the sweep reports; raises after ``fail_after`` chunks (a Ctrl-C stand-in)."""
+
+    def __init__(self, fail_after=None, error=KeyboardInterrupt):
+        self.updates, self.skipped, self.fail_after, self.error = [], 0, fail_after, error
+
+    def skip(self, runs):
+        self.skipped += runs
+
+    def update(self, done, running, diverged, best):
+        self.updates.append(done)
+        if self.fail_after is not None and len(self.updates) >= self.fail_after:
+            raise self.error("injected")
+
+
+def _journal(folder):
+    with open(folder / results.JOURNAL) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def test_resume_runs_only_the_missing_runs(adam, xor_data, tmp_path):
+    out = tmp_path / "s"
+    kw = dict(data=xor_data, seeds=2, epochs=3, out=out)
+    first = sweep(adam, grid=["lr=0.01,0.05"], **kw)
+    assert len(_journal(out)) == 4
+    with pytest.raises(SweepError, match="already holds a sweep .4 runs recorded.: pass --resume"):
+        sweep(adam, grid=["lr=0.01,0.05"], **kw)
+    rec = _Recorder()
+    grown = sweep(adam, grid=["lr=0.01,0.05,0.2"], resume=True, progress=rec, **kw)
+    assert rec.skipped == 4 and rec.updates[-1] == 6
+    journal = _journal(out)
+    assert len(journal) == 6 and len({r["run_id"] for r in journal}) == 6
+    assert grown.iloc[:4].drop(columns=["number", "config"]).equals(first.drop(columns=["number", "config"]))
+    again = _Recorder()
+    sweep(adam, grid=["lr=0.01,0.05,0.2"], resume=True, progress=again, **kw)
+    assert again.skipped == 6 and again.updates == [] and len(_journal(out)) == 6
+    with pytest.raises(SweepError, match="another settings"):
+        sweep(adam, grid=["lr=0.01"], resume=True, **{**kw, "seed": 1})
+
+
+def test_interrupted_sweep_loses_nothing_and_resumes(adam, xor_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(driver, "MAX_CHUNK", 3)
+    kw = dict(data=xor_data, grid=["lr=0.01,0.05,0.2"], seeds=3, epochs=3, out=tmp_path / "s")
+    rec = _Recorder(fail_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(adam, progress=rec, **kw)
+    journal = _journal(tmp_path / "s")
+    assert len(journal) == rec.updates[-1] and 0 < len(journal) < 9
+    assert len(results.read_table(tmp_path / "s")) == len(journal)  # the table of what was done
+    # a crash in the middle of writing a line: that run is done again, nothing else
+    with open(tmp_path / "s" / results.JOURNAL, "ab") as fh:
+        fh.write(b'{"run_id": "abc", "number": 1')
+    rec = _Recorder()
+    done = sweep(adam, resume=True, progress=rec, **kw)
+    assert rec.skipped == len(journal) and len(done) == 9
+    fresh = sweep(adam, **{**kw, "out": tmp_path / "fresh"})
+    assert done.drop(columns=VOLATILE).equals(fresh.drop(columns=VOLATILE))
+
+
+def test_files_csv_without_pyarrow_and_list_without_pandas(adam, xor_data, tmp_path, monkeypatch):
+    out = run_sweep(adam, data=xor_data, grid=["lr=0.01,0.05"], epochs=3, out=tmp_path / "a", plots=True)
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["best_curves.png", "curves.npz", "loss_vs_params.png", "results.parquet", "runs.jsonl",
+                     "sweep.json"]
+    curves = np.load(tmp_path / "a" / "curves.npz")
+    assert curves["loss"].shape == (2, 3) and list(curves["run_id"]) == [r["run_id"] for r in out["rows"]]
+    monkeypatch.setattr(results, "has_pyarrow", lambda: False)
+    sweep(adam, data=xor_data, grid=["lr=0.01,0.05"], epochs=3, out=tmp_path / "b")
+    assert (tmp_path / "b" / "results.csv").exists() and not (tmp_path / "b" / "results.parquet").exists()
+    csv_table = results.read_table(tmp_path / "b")
+    assert np.array_equal(csv_table["val_loss"].to_numpy(), out["table"]["val_loss"].to_numpy())
+    monkeypatch.setattr(results, "has_pandas", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = sweep(adam, data=xor_data, grid=["lr=0.01,0.05"], epochs=3)
+    assert isinstance(rows, list) and rows[0]["val_loss"] == out["rows"][0]["val_loss"]
+    assert any("pandas is not installed" in str(w.message) for w in caught)
+
+
+def test_tpe_is_reproducible_and_resumes(adam, xor_data, tmp_path):
+    pytest.importorskip("optuna")
+    kw = dict(data=xor_data, random=["lr=loguniform(0.001,0.5)", "beta1=uniform(0.5,0.95)"], search="tpe",
+              trials=10, epochs=3)
+    a = sweep(adam, **kw)
+    b = sweep(adam, **kw, out=tmp_path / "t")
+    assert len(a) == 10 and a.drop(columns=VOLATILE).equals(b.drop(columns=VOLATILE))
+    rec = _Recorder()
+    c = sweep(adam, **kw, out=tmp_path / "t", resume=True, progress=rec)
+    assert rec.skipped == 10 and rec.updates == [] and c.drop(columns=VOLATILE).equals(a.drop(columns=VOLATILE))
+
+
+def test_missing_optuna_is_one_line(adam, xor_data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(SweepError, match=r"^search 'tpe' needs Optuna, which is not installed: pip install "
+                                         r"'derive\[optuna\]'"):
+        sweep(adam, data=xor_data, random=["lr=loguniform(0.001,0.5)"], search="tpe", epochs=1)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """Run `derive` in an empty folder (the bundled models; no catalogue to rebuild)."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_sweep_end_to_end(cli, tmp_path):
+    res = cli("sweep", "xor_adam", "--data", "xor", "--grid", "lr=0.01,0.1", "--grid", "batch_size=16,64",
+              "--seeds", "2", "--epochs", "5", "--out", "out", "--beta1", "0.8")
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "running    8 runs on this process" in out
+    assert "8 runs of 4 configurations: 8 ok, 0 diverged, 0 stopped early" in out
+    assert "best configuration (config" in out and "validation loss" in out
+    line = next(l for l in out.splitlines() if l.startswith("train it"))
+    args = shlex.split(line.split(maxsplit=2)[2])
+    assert args[:2] == ["train", "xor_adam"] and "--beta1=0.8" in args and any(a.startswith("--lr=") for a in args)
+    for name in ("results.parquet", "curves.npz", "loss_vs_params.png", "heatmap.png", "best_curves.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    trained = cli(*args)  # derive train takes the configuration as it is printed
+    assert trained.exit_code == 0, trained.output
+    assert "beta1=0.8" in trained.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "lrr=0.1"], "error: --grid lrr=0.1: unknown hyperparameter 'lrr' for model 'xor'; did you mean 'lr'?"),
+    (["--grid", "lr="], "error: --grid lr=: the grid of lr is empty"),
+    (["--random", "lr=loguniform(0.1)"], "error: --random lr=loguniform(0.1): loguniform(a, b) takes two numbers"),
+    (["--random", "lr=logunifrom(0.1, 1)"], "error: --random lr=logunifrom(0.1, 1): unknown distribution"),
+    (["--grid", "lr=0.1", "--trials", "5"], "error: trials=5 draws the random dimensions, but the space has none"),
+    (["--grid", "lr=0.1", "--momentum", "0.9"], "error: no option --momentum"),
+    (["--grid", "lr=0.1", "--space", "missing.toml"], "error: missing.toml: space file not found"),
+])
+def test_cli_bad_input_one_line_nothing_written(cli, tmp_path, args, message):
+    res = CliRunner().invoke(main, ["sweep", "xor", "--out", str(tmp_path / "out"), *args])
+    assert res.exit_code == 1
+    lines = [l for l in res.output.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(message), res.output
+    assert not (tmp_path / "out").exists()
