@@ -157,8 +157,10 @@ def plot_heatmap(path: Path, rows: list[dict], a: Dim, b: Dim, config_names: lis
         from matplotlib.colors import LogNorm
 
         norm = LogNorm(vmin=finite.min(), vmax=finite.max())
-    image = ax.imshow(np.ma.masked_invalid(M), cmap="viridis_r", norm=norm, aspect="auto")
-    image.cmap.set_bad("0.85")
+    from matplotlib import colormaps
+
+    image = ax.imshow(np.ma.masked_invalid(M), cmap=colormaps["viridis_r"].with_extremes(bad="0.85"), norm=norm,
+                      aspect="auto")
     lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
     for i in range(len(bv)):
         for j in range(len(av)):

@@ -288,8 +288,9 @@ def _train(module: ModuleType, fold: tuple[np.ndarray, ...], chunk: Chunk) -> li
 def _metrics(module: ModuleType, task: str, params: dict, X: np.ndarray, Y: np.ndarray) -> dict[str, float]:
     """The task's headline metrics (derive.runtime.metrics) of ``params`` on the rows (X, Y)."""
     pred = module.forward(params, X)
-    if task == "regression":
-        values = M.regression_metrics(Y, pred)
-    else:
-        values = M.classification_report(Y, pred, task).flat()
+    with np.errstate(all="ignore"):  # a run far off (huge outputs) gets huge or infinite metrics, not warnings
+        if task == "regression":
+            values = M.regression_metrics(Y, pred)
+        else:
+            values = M.classification_report(Y, pred, task).flat()
     return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
