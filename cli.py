@@ -140,7 +140,8 @@ def train(ctx: click.Context, name: str, data: str | None, target: str | None, s
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("name")
-@click.option("--data", metavar="FILE.csv|NAME", help="A CSV file or a bundled data set [default: NAME when it is one].")
+@click.option("--data", metavar="FILE.csv|NAME",
+              help="A CSV file or a bundled data set [default: NAME when it is one].")
 @click.option("--target", metavar="COL[,COL...]", help="The CSV column(s) to predict (required with a CSV file).")
 @spec_option
 @click.option("--grid", multiple=True, metavar="NAME=V1,V2,...",
@@ -164,7 +165,8 @@ def train(ctx: click.Context, name: str, data: str | None, target: str | None, s
               help="Held-out fraction with --folds 1 [default: 0.2].")
 @click.option("--standardize/--no-standardize", default=None, help="Scale inputs per fold (training rows' statistics).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]))
-@click.option("--patience", type=click.IntRange(min=1), metavar="N", help="Early stopping of each run (status stopped).")
+@click.option("--patience", type=click.IntRange(min=1), metavar="N",
+              help="Early stopping of each run (status stopped).")
 @click.option("--val-every", type=click.IntRange(min=0), metavar="N",
               help="Measure the validation loss every N epochs for the curves [default: 0, at the end only].")
 @click.option("--out", required=True, type=click.Path(file_okay=False), metavar="DIR",

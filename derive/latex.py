@@ -133,6 +133,12 @@ class DerivationPrinter(ReadingOrder, LatexPrinter):
         power = r"10^{%d}" % int(exponent)
         return power if mantissa == "1" else rf"{mantissa} \cdot {power}"
 
+    def _print_Indexed(self, expr):
+        """An element of a row (softmax): z_2[j] as z_{2,j}, t[j] as t_{j}."""
+        head, _, layer = str(expr.base.label).partition("_")
+        index = ",".join(self._print(i) for i in expr.indices)
+        return "%s_{%s}" % (self._print(sp.Symbol(head)), f"{layer},{index}" if layer else index)
+
     def _print_OneMatrix(self, expr):
         return r"\mathbf{1}^{\top}" if expr.shape[0] == 1 else r"\mathbf{1}"
 

@@ -8,9 +8,9 @@ Equations, as computed (`derive show digits` prints the whole derivation):
     forward.z1: Z_1 = A_0*W_1 + 1*b_1
     forward.a1: a_1 = Piecewise((z_1, z_1 > 0), (0, True))
     forward.z2: Z_2 = A_1*W_2 + 1*b_2
-    forward.a2: a_2,j = exp(-m_2 + z_2,j)/Sum(exp(-m_2 + z_2,k), (k, 1, n_2))
+    forward.a2: a_2[j] = exp(-m_2 + z_2[j])/Sum(exp(-m_2 + z_2[k]), (k, 1, n_2))
     loss: L = Sum(ell(yhat_ij, y_ij), (i, 1, N), (j, 1, n_2))/N
-    loss.lse: lse_2 = m_2 + log(Sum(exp(-m_2 + z_2,k), (k, 1, n_2)))
+    loss.lse: lse_2 = m_2 + log(Sum(exp(-m_2 + z_2[k]), (k, 1, n_2)))
     loss.element: ell = y*(lse_2 - z_2)
     loss.penalty: R = l2*theta**2/2
     delta2: delta_2 = (a_2 - y)/N
@@ -106,7 +106,7 @@ def _forward(X, W1, b1, W2, b2, Z1, A1, Z2, A2):
     _mm_relu(X, W1, b1, A1)
     # forward.z2: Z_2 = A_1*W_2 + 1*b_2
     _mm(A1, W2, b2, Z2)
-    # forward.a2: a_2,j = exp(-m_2 + z_2,j)/Sum(exp(-m_2 + z_2,k), (k, 1, n_2))
+    # forward.a2: a_2[j] = exp(-m_2 + z_2[j])/Sum(exp(-m_2 + z_2[k]), (k, 1, n_2))
     # (per row: m = the largest logit, a = exp(z - m), then a / sum(a))
     n_2 = Z2.shape[1]
     for i in range(Z2.shape[0]):
@@ -132,7 +132,7 @@ def _forward(X, W1, b1, W2, b2, Z1, A1, Z2, A2):
 def _loss(Z2, A2, Y, E):
     """The cross-entropy of the rows, summed row by row and divided by N (E is not used)."""
     # loss.element: ell = y*(lse_2 - z_2)
-    # loss.lse: lse_2 = m_2 + log(Sum(exp(-m_2 + z_2,k), (k, 1, n_2)))
+    # loss.lse: lse_2 = m_2 + log(Sum(exp(-m_2 + z_2[k]), (k, 1, n_2)))
     N = Y.shape[0]
     n_2 = Y.shape[1]
     total = 0.0

@@ -10,10 +10,10 @@ Equations, as computed (`derive show spiral` prints the whole derivation):
     forward.z2: Z_2 = A_1*W_2 + 1*b_2
     forward.a2: a_2 = tanh(z_2)
     forward.z3: Z_3 = A_2*W_3 + 1*b_3
-    forward.a3: a_3,j = exp(-m_3 + z_3,j)/Sum(exp(-m_3 + z_3,k), (k, 1, n_3))
+    forward.a3: a_3[j] = exp(-m_3 + z_3[j])/Sum(exp(-m_3 + z_3[k]), (k, 1, n_3))
     loss: L = Sum(ell(yhat_ij, y_ij), (i, 1, N), (j, 1, n_3))/N
     loss.target: t = 0.95*y + 0.05/n_3
-    loss.lse: lse_3 = m_3 + log(Sum(exp(-m_3 + z_3,k), (k, 1, n_3)))
+    loss.lse: lse_3 = m_3 + log(Sum(exp(-m_3 + z_3[k]), (k, 1, n_3)))
     loss.element: ell = t*(lse_3 - z_3)
     delta3: delta_3 = (a_3 - t)/N
     backward.e2: E_2 = Delta_3*W_3.T
@@ -124,7 +124,7 @@ def _forward(X, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3):
         _a2[k] = a_2
     # forward.z3: Z_3 = A_2*W_3 + 1*b_3
     _mm(A2, W3, b3, Z3)
-    # forward.a3: a_3,j = exp(-m_3 + z_3,j)/Sum(exp(-m_3 + z_3,k), (k, 1, n_3))
+    # forward.a3: a_3[j] = exp(-m_3 + z_3[j])/Sum(exp(-m_3 + z_3[k]), (k, 1, n_3))
     # (per row: m = the largest logit, a = exp(z - m), then a / sum(a))
     n_3 = Z3.shape[1]
     for i in range(Z3.shape[0]):
@@ -151,7 +151,7 @@ def _loss(Z3, A3, Y, E):
     """The cross-entropy of the rows, summed row by row and divided by N (E is not used)."""
     # loss.element: ell = t*(lse_3 - z_3)
     # loss.target: t = 0.95*y + 0.05/n_3
-    # loss.lse: lse_3 = m_3 + log(Sum(exp(-m_3 + z_3,k), (k, 1, n_3)))
+    # loss.lse: lse_3 = m_3 + log(Sum(exp(-m_3 + z_3[k]), (k, 1, n_3)))
     N = Y.shape[0]
     n_3 = Y.shape[1]
     total = 0.0

@@ -272,3 +272,67 @@ def test_derive_train_digits_reaches_95_percent_held_out(tmp_path):
     assert out.exit_code == 0, out.output
     header = out.output.splitlines()[0].split(",")
     assert header[1:] == [f"p_{k}" for k in range(10)]
+
+
+@pytest.mark.parametrize("name", ["iris", "spiral"])
+def test_displayed_softmax_equations_equal_the_kernels_values(name, catalogue):
+    """Every displayed softmax equation (definition, computed form, log-sum-exp, the loss as
+    defined and as computed, the targets, the Jacobian chain, the general and the computed delta),
+    evaluated element by element with SymPy at the model's width, equals the kernels' arrays."""
+    import importlib
+
+    from .test_latex import call
+
+    m = catalogue[name]
+    d = derive_model(m)
+    mod = importlib.import_module(f"generated.{name}")
+    rng = np.random.default_rng(7)
+    N, L, C = 5, m.depth, m.outputs
+    widths = [m.inputs] + [layer.units for layer in m.layers]
+    arrays = {"X": rng.normal(size=(N, m.inputs)), "Y": rng.dirichlet(np.ones(C), size=N)}
+    for l in range(1, L + 1):
+        arrays[f"W{l}"] = rng.normal(0, 0.8, size=(widths[l - 1], widths[l]))
+        arrays[f"b{l}"] = rng.normal(0, 0.5, size=widths[l])
+        for k in ("Z", "A", "D"):
+            arrays[f"{k}{l}"] = np.zeros((N, widths[l]))
+        arrays[f"gW{l}"] = np.zeros((widths[l - 1], widths[l]))
+        arrays[f"gb{l}"] = np.zeros(widths[l])
+    arrays["E"] = np.zeros((N, C))
+    call(mod._forward, arrays)
+    loss = call(mod._loss, arrays)
+    call(mod._backward, arrays)
+    Z, A, Y, D = arrays[f"Z{L}"], arrays[f"A{L}"], arrays["Y"], arrays[f"D{L}"]
+    n, Nsym = sp.Symbol(f"n_{L}", positive=True, integer=True), sp.Symbol("N", positive=True, integer=True)
+    z, a, t = (sp.IndexedBase(f"{x}_{L}", real=True) for x in ("z", "a", "t"))
+    target = d.eq("loss.target").rhs if any(e.key == "loss.target" for e in d.equations) else sp.Symbol("y", real=True)
+    T = np.array([[float(target.subs({sp.Symbol("y", real=True): Y[i, j], n: C})) for j in range(C)] for i in range(N)])
+
+    def value(expr, i, j=None, k=None):
+        """expr at row i (element j, k: 1-based indices of the displayed sums)."""
+        e = expr.subs(n, C).doit()
+        if j is not None:
+            e = e.subs(softmax.j, j)
+        if k is not None:
+            e = e.subs(softmax.k, k)
+        e = e.doit().subs({z[c + 1]: Z[i, c] for c in range(C)}).subs({a[c + 1]: A[i, c] for c in range(C)})
+        e = e.subs({sp.IndexedBase("t", real=True)[c + 1]: T[i, c] for c in range(C)})
+        subs = {softmax.row_symbol("m", L): Z[i].max(), softmax.row_symbol("lse", L): np.log(np.exp(Z[i]).sum()),
+                Nsym: N, softmax.tau: T[i].sum(), sp.Symbol("y", real=True): Y[i, (j or 1) - 1],
+                sp.Symbol("t", real=True): T[i, (j or 1) - 1], sp.Symbol(f"a_{L}", real=True): A[i, (j or 1) - 1],
+                sp.Symbol(f"z_{L}", real=True): Z[i, (j or 1) - 1]}
+        return float(e.subs(subs))
+
+    fwd = d.eq(f"forward.a{L}")
+    lse, el, out = d.eq("loss.lse"), d.eq("loss.element"), d.eq(f"delta{L}")
+    dl_da, jac, chain, general, _ = out.steps
+    for i in range(N):
+        np.testing.assert_allclose(value(lse.rhs, i), np.log(np.exp(Z[i]).sum()), rtol=1e-12)
+        for j in range(1, C + 1):
+            for form in (fwd.rhs, fwd.steps[0]):
+                np.testing.assert_allclose(value(form, i, j), A[i, j - 1], rtol=1e-12)
+            np.testing.assert_allclose(value(chain, i, k=j) / N, D[i, j - 1], rtol=1e-10, atol=1e-15)
+            np.testing.assert_allclose(value(general, i, k=j) / N, D[i, j - 1], rtol=1e-10, atol=1e-15)
+            np.testing.assert_allclose(value(out.rhs, i, j), D[i, j - 1], rtol=1e-10, atol=1e-15)
+    total = sum(value(el.rhs, i, j) for i in range(N) for j in range(1, C + 1))
+    defined = sum(value(el.steps[0], i, j) for i in range(N) for j in range(1, C + 1))
+    np.testing.assert_allclose([total / N, defined / N], [loss, loss], rtol=1e-12)

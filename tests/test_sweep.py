@@ -90,10 +90,23 @@ def test_spec_width_parameters_are_the_modules_own(adam):
 
 
 def test_results_do_not_depend_on_chunking(adam, xor_data, grid_sweep, monkeypatch):
-    monkeypatch.setattr(driver, "MAX_CHUNK", 1)  # every run in a call of its own
-    alone = sweep(adam, data=xor_data, grid=["lr=0.01,0.05", "width1=8,4"], random=["beta2=uniform(0.9,0.999)"],
-                  trials=2, seeds=2, folds=2, epochs=4, batch_size=16, seed=5)
-    assert alone.drop(columns=VOLATILE).equals(grid_sweep["table"].drop(columns=VOLATILE))
+    kw = dict(data=xor_data, grid=["lr=0.01,0.05", "width1=8,4"], random=["beta2=uniform(0.9,0.999)"], trials=2,
+              seeds=2, folds=2, epochs=4, batch_size=16, seed=5)
+    want = grid_sweep["table"].drop(columns=VOLATILE)
+    with monkeypatch.context() as m:
+        m.setattr(driver, "MAX_CHUNK", 1)  # every run in a call of its own
+        assert sweep(adam, **kw).drop(columns=VOLATILE).equals(want)
+    # a train_many taking one value per hyperparameter for all its runs: one call per hyperparameter set
+    calls = []
+    real = adam.train_many
+    def one_value_each(*args, **kwargs):
+        assert not any(isinstance(kwargs[k], list) for k in adam.HYPER if k in kwargs)
+        calls.append(len(args[0]))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(adam, "train_many", one_value_each)
+    monkeypatch.setattr(driver, "supports_per_run", lambda module, X, Y: False)
+    assert sweep(adam, **kw).drop(columns=VOLATILE).equals(want)
+    assert sum(calls) == 32 and len(calls) >= 8  # 2 lr x 2 beta2 x 2 folds at least
 
 
 def test_validation_curves_and_early_stopping(adam, xor_data):
@@ -194,8 +207,8 @@ def test_interrupted_sweep_loses_nothing_and_resumes(adam, xor_data, tmp_path, m
 def test_files_csv_without_pyarrow_and_list_without_pandas(adam, xor_data, tmp_path, monkeypatch):
     out = run_sweep(adam, data=xor_data, grid=["lr=0.01,0.05"], epochs=3, out=tmp_path / "a", plots=True)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["best_curves.png", "curves.npz", "loss_vs_params.png", "results.parquet", "runs.jsonl",
-                     "sweep.json"]
+    table = "results.parquet" if results.has_pyarrow() else "results.csv"
+    assert names == sorted(["best_curves.png", "curves.npz", "loss_vs_params.png", table, "runs.jsonl", "sweep.json"])
     curves = np.load(tmp_path / "a" / "curves.npz")
     assert curves["loss"].shape == (2, 3) and list(curves["run_id"]) == [r["run_id"] for r in out["rows"]]
     monkeypatch.setattr(results, "has_pyarrow", lambda: False)
@@ -246,7 +259,8 @@ def test_cli_sweep_end_to_end(cli, tmp_path):
               "--seeds", "2", "--epochs", "5", "--out", "out", "--beta1", "0.8")
     assert res.exit_code == 0, res.output
     out = res.output
-    assert "running    8 runs on this process" in out
+    assert "space      lr=0.01,0.1 batch_size=16,64 beta1=0.8" in out
+    assert "running    8 runs: 4 configurations x 2 seeds x 1 fold, 5 epochs, on this process" in out
     assert "8 runs of 4 configurations: 8 ok, 0 diverged, 0 stopped early" in out
     assert "best configuration (config" in out and "validation loss" in out
     line = next(l for l in out.splitlines() if l.startswith("train it"))
@@ -257,6 +271,21 @@ def test_cli_sweep_end_to_end(cli, tmp_path):
     trained = cli(*args)  # derive train takes the configuration as it is printed
     assert trained.exit_code == 0, trained.output
     assert "beta1=0.8" in trained.output
+
+
+def test_cli_ctrl_c_keeps_the_finished_runs(cli, tmp_path, monkeypatch):
+    from derive.sweep import progress
+
+    def interrupt(self, done, running, diverged, best):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.TerminalSweepProgress, "update", interrupt)
+    res = cli("sweep", "xor", "--grid", "lr=0.01,0.1", "--epochs", "2", "--out", "out")
+    assert res.exit_code == 130
+    assert "interrupted: 1 finished runs are recorded in out" in res.output and "--resume" in res.output
+    monkeypatch.undo()
+    res = cli("sweep", "xor", "--grid", "lr=0.01,0.1", "--epochs", "2", "--out", "out", "--resume")
+    assert res.exit_code == 0 and "resuming   1 of 2 runs are in the journal already" in res.output
 
 
 @pytest.mark.parametrize("args, message", [

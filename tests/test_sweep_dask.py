@@ -104,6 +104,14 @@ def test_scheduler_and_workers_started_by_hand(adam, xor_data, local_table, tmp_
     procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                               cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)]
     try:
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler listens: start the workers (a client connecting earlier backs off for seconds)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and procs[0].poll() is None, "the scheduler did not start"
+                time.sleep(0.05)
         for i in range(2):
             procs.append(subprocess.Popen([str(dask), "worker", address, "--nthreads", "1", "--no-dashboard",
                                            "--name", f"worker-{i}"], cwd=tmp_path, stdout=log,
@@ -114,13 +122,17 @@ def test_scheduler_and_workers_started_by_hand(adam, xor_data, local_table, tmp_
         assert df.drop(columns=VOLATILE).equals(local_table.drop(columns=VOLATILE))
         assert df["worker"].isin([w for w in df["worker"].unique() if w.startswith("tcp://127.0.0.1:")]).all()
     finally:
-        for p in reversed(procs):
-            p.terminate()
+        try:  # as a user ends it: the scheduler closes the workers, then itself
+            with distributed.Client(address, timeout=10) as client:
+                client.shutdown()
+        except (OSError, TimeoutError):
+            pass
         for p in procs:
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
         log.close()
 
 

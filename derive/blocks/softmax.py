@@ -46,9 +46,11 @@ def row_symbol(name: str, l: int) -> sp.Symbol:
     return sp.Symbol(f"{name}_{l}", real=True)
 
 
-def indexed(name: str, l: int | None, index: sp.Symbol) -> sp.Symbol:
-    """The element ``name_{l,index}`` (``z_{2,j}``) of a row, as the documents print it."""
-    return sp.Symbol(f"{name}_{l},{index}" if l is not None else f"{name}_{index}", real=True)
+def indexed(name: str, l: int | None, index: sp.Symbol) -> sp.Indexed:
+    """Element ``index`` of a row of layer l's ``name`` (``z_2[j]``, printed z_{2,j} in the
+    documents): an Indexed object, so that a displayed sum over the row evaluates (``doit()``
+    with a width expands it into the row's elements)."""
+    return sp.IndexedBase(f"{name}_{l}" if l is not None else name, real=True)[index]
 
 
 @dataclass(frozen=True)

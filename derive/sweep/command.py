@@ -17,7 +17,7 @@ from ..runtime.models import load_model
 from . import results as R
 from .driver import run_sweep
 from .progress import TerminalSweepProgress
-from .space import SweepError
+from .space import SweepError, build_space
 
 EXIT_INTERRUPTED = 130
 
@@ -46,10 +46,12 @@ def sweep_command(name: str, *, data: str | None, target: str | None, spec: str 
     folds_text = f"{folds}-fold cross-validation" if folds and folds > 1 else "a holdout split"
     echo(f"data       {_rel(dataset.source)}: {dataset.n_samples} samples, {dataset.n_inputs} inputs -> "
          f"{', '.join(dataset.target_names)}; {folds_text}")
+    sp = build_space(grid, random, fixed, space).check(module)
+    echo(f"space      {sp.describe()}")
     out_stream = sys.stdout
     progress = TerminalSweepProgress(out_stream, out_stream.isatty())
     try:
-        result = run_sweep(module, data=dataset, grid=grid, random=random, fixed=fixed, space=space, trials=trials,
+        result = run_sweep(module, data=dataset, space=sp, trials=trials,
                            seeds=seeds, folds=folds, epochs=epochs, batch_size=batch_size, search=search, seed=seed,
                            val_split=val_split, standardize=standardize, dtype=dtype, patience=patience,
                            val_every=val_every, engine=engine, scheduler=scheduler, workers=workers,
@@ -62,7 +64,6 @@ def sweep_command(name: str, *, data: str | None, target: str | None, spec: str 
                    "run the same command with --resume to finish the sweep", err=True)
         sys.exit(EXIT_INTERRUPTED)
     s = result["settings"]
-    echo(f"space      {result['space'].describe()}")
     for line in result["summary"]:
         echo(line)
     best = R.config_stats(result["rows"], result["config_names"])

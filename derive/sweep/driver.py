@@ -35,7 +35,7 @@ from ..runtime.targets import _matrix, targets
 from . import results as R
 from .engine import CONNECT_TIMEOUT, make_engine
 from .progress import SweepProgress
-from .space import Space, SweepError, build_space, valid_names
+from .space import Space, SweepError, build_space
 from .worker import Chunk, spec_widths, supports_per_run
 
 #: Optuna's trials asked (and told) per batch: fixed, so that a seeded search is reproducible.
@@ -209,7 +209,6 @@ def settings_of(given: dict, space: Space, module: ModuleType) -> dict:
         if given.get(name) is not None and name in space.names():
             raise SweepError(f"{name} is swept ({next(d.where for d in space.dims if d.name == name)}) and also given "
                              f"as {name}={given[name]}: give one")
-    valid_names(module)
     return s
 
 
@@ -396,7 +395,10 @@ def run_sweep(model, X=None, Y=None, *, data=None, target=None, grid=None, rando
         planned: list[dict] = []
         try:
             if progress is not None:
-                progress.start(total, eng.where)
+                n = len(configs) if configs is not None else s["trials"]
+                progress.start(total, f"{n} configuration{'s' if n != 1 else ''} x {s['seeds']} seed"
+                               f"{'s' if s['seeds'] != 1 else ''} x {s['folds']} fold{'s' if s['folds'] != 1 else ''}"
+                               f", {s['epochs']} epochs, on {eng.where}")
             if configs is not None:
                 planned += sw.plan(configs)
                 runner.run(planned)

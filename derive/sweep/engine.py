@@ -154,7 +154,7 @@ class DaskEngine:
     def submit(self, chunk: Chunk) -> None:
         future = self.client.submit(run_chunk, self.ref, self.folds[chunk.fold], chunk, pure=False, retries=2,
                                     key=f"derive-sweep-{chunk.key}-{self._tag}")
-        self._futures[future.key] = chunk
+        self._futures[future.key] = (future, chunk)
         self._done.add(future)
 
     def in_flight(self) -> int:
@@ -162,21 +162,23 @@ class DaskEngine:
 
     def wait(self) -> tuple[Chunk, dict]:
         future, result = next(self._done)
-        chunk = self._futures.pop(future.key)
+        _, chunk = self._futures.pop(future.key)
         future.release()
         return chunk, result
 
     def close(self) -> None:
-        if self.client is not None:
-            try:
+        """Cancel what is still running (after Ctrl-C or an error) and leave the cluster: an embedded
+        LocalCluster is shut down, a scheduler given by address keeps running."""
+        try:
+            if self.client is not None:
                 if self._futures:
-                    self.client.cancel(list(self._done.futures) if self._done is not None else [])
+                    self.client.cancel([f for f, _ in self._futures.values()])
                 self.client.close()
-            finally:
-                if self.cluster is not None:
-                    self.cluster.close()
-        self.client = self.cluster = None
-        self._futures.clear()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+            self.client = self.cluster = None
+            self._futures.clear()
 
 
 def _reason(exc: BaseException) -> str:

@@ -92,7 +92,7 @@ def plot_loss_vs_params(path: Path, rows: list[dict], dims: list[Dim]) -> Path:
                     if rows and max(r["fold"] for r in rows) > 0 else "one run")
         if dim.kind == "grid" or cats is not None:  # the best configuration at each value, joined
             best_at: dict = {}
-            for c, s in stats.items():
+            for s in stats.values():
                 if s.losses and not s.diverged:
                     x = x_of(s.values)
                     best_at[x] = min(best_at.get(x, math.inf), s.mean)

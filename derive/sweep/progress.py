@@ -17,7 +17,8 @@ class SweepProgress:
     """Receives a sweep's progress; this base class shows nothing (subclass it, or use
     :class:`TerminalSweepProgress`)."""
 
-    def start(self, total: int, where: str) -> None: ...
+    def start(self, total: int, plan: str) -> None:
+        """``total`` runs are planned; ``plan`` says what they are and where they run."""
 
     def skip(self, runs: int) -> None:
         """``runs`` runs were found in the journal (a resumed sweep): done, not run now."""
@@ -36,9 +37,9 @@ class TerminalSweepProgress(SweepProgress):
         self._last = 0.0
         self._logged = 0
 
-    def start(self, total: int, where: str) -> None:
+    def start(self, total: int, plan: str) -> None:
         self.total, self.t0, self.skipped, self.done = max(total, 1), time.perf_counter(), 0, 0
-        self.stream.write(f"running    {total} runs on {where}\n")
+        self.stream.write(f"running    {total} runs: {plan}\n")
         self.stream.flush()
 
     def skip(self, runs: int) -> None:

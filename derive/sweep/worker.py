@@ -14,7 +14,7 @@ import math
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -62,7 +62,6 @@ class Chunk:
     val_every: int = 0
     per_run: bool = True
     steps_per_epoch: int = 1
-    meta: dict = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
