@@ -38,7 +38,7 @@ Equations, as computed (`derive show deep_sigmoid` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=deep_sigmoid template=module.py.j2 spec-hash=427f0c6397fa343c runtime=6749139ab341f388
+# derive: spec=derive.toml model=deep_sigmoid template=module.py.j2 spec-hash=427f0c6397fa343c runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

@@ -22,7 +22,7 @@ Equations, as computed (`derive show diabetes` prints the whole derivation):
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=diabetes template=module.py.j2 spec-hash=fa412cfe413f4d2f runtime=6749139ab341f388
+# derive: spec=derive.toml model=diabetes template=module.py.j2 spec-hash=fa412cfe413f4d2f runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

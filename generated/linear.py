@@ -14,7 +14,7 @@ Equations, as computed (`derive show linear` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=linear template=module.py.j2 spec-hash=2a289c440d3bdefe runtime=6749139ab341f388
+# derive: spec=derive.toml model=linear template=module.py.j2 spec-hash=2a289c440d3bdefe runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

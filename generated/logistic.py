@@ -14,7 +14,7 @@ Equations, as computed (`derive show logistic` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=logistic template=module.py.j2 spec-hash=c26597d509e78da0 runtime=6749139ab341f388
+# derive: spec=derive.toml model=logistic template=module.py.j2 spec-hash=c26597d509e78da0 runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

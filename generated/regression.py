@@ -26,7 +26,7 @@ Equations, as computed (`derive show regression` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=regression template=module.py.j2 spec-hash=4d545c83d67b4f5d runtime=6749139ab341f388
+# derive: spec=derive.toml model=regression template=module.py.j2 spec-hash=4d545c83d67b4f5d runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

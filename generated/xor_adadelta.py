@@ -22,7 +22,7 @@ Equations, as computed (`derive show xor_adadelta` prints the whole derivation):
     update.u: u <- delta**2*(1 - rho) + rho*u
     update.theta: theta <- -delta*lr + theta
 """
-# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=6749139ab341f388
+# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

@@ -22,7 +22,7 @@ Equations, as computed (`derive show xor_amsgrad` prints the whole derivation):
     update.vmax: vmax <- Max(v, vmax)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(vmax)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=xor_amsgrad template=module.py.j2 spec-hash=74943dd789f1bbef runtime=6749139ab341f388
+# derive: spec=derive.toml model=xor_amsgrad template=module.py.j2 spec-hash=74943dd789f1bbef runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

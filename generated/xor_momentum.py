@@ -20,7 +20,7 @@ Equations, as computed (`derive show xor_momentum` prints the whole derivation):
     update.b: b <- Piecewise((g, Eq(t, 1)), (b*momentum + g*(1 - dampening), True))
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_momentum template=module.py.j2 spec-hash=7874cefa224ad24b runtime=6749139ab341f388
+# derive: spec=derive.toml model=xor_momentum template=module.py.j2 spec-hash=7874cefa224ad24b runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

@@ -20,7 +20,7 @@ Equations, as computed (`derive show xor_momentum_ema` prints the whole derivati
     update.b: b <- b*momentum + g*(1 - momentum)
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_momentum_ema template=module.py.j2 spec-hash=a6ef80f84c22dea6 runtime=6749139ab341f388
+# derive: spec=derive.toml model=xor_momentum_ema template=module.py.j2 spec-hash=a6ef80f84c22dea6 runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

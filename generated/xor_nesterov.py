@@ -20,7 +20,7 @@ Equations, as computed (`derive show xor_nesterov` prints the whole derivation):
     update.b: b <- Piecewise((g, Eq(t, 1)), (b*momentum + g, True))
     update.theta: theta <- -lr*(b*momentum + g) + theta
 """
-# derive: spec=derive.toml model=xor_nesterov template=module.py.j2 spec-hash=ea94875205fccd7b runtime=6749139ab341f388
+# derive: spec=derive.toml model=xor_nesterov template=module.py.j2 spec-hash=ea94875205fccd7b runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

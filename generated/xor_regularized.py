@@ -28,7 +28,7 @@ Equations, as computed (`derive show xor_regularized` prints the whole derivatio
     update.b: b <- Piecewise((g, Eq(t, 1)), (b*momentum + g*(1 - dampening), True))
     update.theta: theta <- -b*lr_t + theta
 """
-# derive: spec=derive.toml model=xor_regularized template=module.py.j2 spec-hash=c5979a23822781fe runtime=6749139ab341f388
+# derive: spec=derive.toml model=xor_regularized template=module.py.j2 spec-hash=c5979a23822781fe runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

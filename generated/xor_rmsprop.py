@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_rmsprop` prints the whole derivation):
     update.b: b <- b*momentum + g/(eps + sqrt(v))
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_rmsprop template=module.py.j2 spec-hash=ea1337eafdbc832a runtime=6749139ab341f388
+# derive: spec=derive.toml model=xor_rmsprop template=module.py.j2 spec-hash=ea1337eafdbc832a runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

@@ -22,7 +22,7 @@ Equations, as computed (`derive show xor_rmsprop_centered` prints the whole deri
     update.b: b <- b*momentum + g/(eps + sqrt(-gbar**2 + v))
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_rmsprop_centered template=module.py.j2 spec-hash=ff3dda7d15b54fd7 runtime=6749139ab341f388
+# derive: spec=derive.toml model=xor_rmsprop_centered template=module.py.j2 spec-hash=ff3dda7d15b54fd7 runtime=6749139ab341f388 generator=ba08b30f8833
 
 import math
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import re
 import shlex
 import sys
 import warnings
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 
 from cli import main
 from derive.data import load_dataset
-from derive.sweep import driver, results, sweep
+from derive.sweep import best_config, driver, results, sweep, worker
 from derive.sweep.driver import make_folds, run_sweep
 from derive.sweep.progress import SweepProgress
 from derive.sweep.space import SweepError
@@ -44,14 +45,13 @@ def grid_sweep(adam, xor_data):
                      trials=2, seeds=2, folds=2, epochs=4, batch_size=16, seed=5)
 
 
-def _plain(module, row, fold, val_every=0):
+def _plain(module, row, fold, val_every=0, dtype=np.float64):
     """The run of ``row`` done alone: init_params(seed), init_state, one train() call (or
     ``val_every`` epochs at a time), the losses of the final parameters."""
     Xtr, Ytr, Xva, Yva = fold
     widths = tuple(int(row[f"width{l}"]) for l in range(1, len(module.SPEC["layers"])))
     hyper = {k: float(row[k]) for k in module.HYPER}
-    params = init_params(module, widths, int(row["seed"]), np.float64, None if row["init"] == "default"
-                         else row["init"])
+    params = init_params(module, widths, int(row["seed"]), dtype, None if row["init"] == "default" else row["init"])
     state = module.init_state(params, **hyper)
     losses, step = [], val_every or int(row["epochs"])
     for _ in range(0, int(row["epochs"]), step):
@@ -59,7 +59,7 @@ def _plain(module, row, fold, val_every=0):
                            seed=int(row["seed"]), **hyper)
         losses += list(res["loss"])
     return (np.array(losses), float(module.loss(params, Xtr, Ytr, **hyper)),
-            float(module.loss(params, Xva, Yva, **hyper)))
+            float(module.loss(params, Xva, Yva, **hyper)) if len(Xva) else math.nan)
 
 
 def test_each_run_equals_train_alone_bit_for_bit(adam, xor_data, grid_sweep):
@@ -104,7 +104,7 @@ def test_results_do_not_depend_on_chunking(adam, xor_data, grid_sweep, monkeypat
         calls.append(len(args[0]))
         return real(*args, **kwargs)
     monkeypatch.setattr(adam, "train_many", one_value_each)
-    monkeypatch.setattr(driver, "supports_per_run", lambda module, X, Y: False)
+    monkeypatch.setattr(worker, "supports_per_run", lambda module, X, Y: False)
     assert sweep(adam, **kw).drop(columns=VOLATILE).equals(want)
     assert sum(calls) == 32 and len(calls) >= 8  # 2 lr x 2 beta2 x 2 folds at least
 
@@ -128,6 +128,18 @@ def test_validation_curves_and_early_stopping(adam, xor_data):
             assert s["val_loss"] == min(v for v in s["val_curve"] if not math.isnan(v))
 
 
+def test_float32_standardised_without_validation_rows(adam, xor_data):
+    out = run_sweep(adam, data=xor_data, grid=["lr=0.01,0.1"], seeds=2, epochs=3, val_split=0.0, standardize=True,
+                    dtype="float32")
+    fold = make_folds(xor_data.X, xor_data.Y, 1, 0.0, 0, True, np.dtype(np.float32))[0]
+    assert fold[0].dtype == np.float32 and len(fold[2]) == 0 and abs(fold[0].mean(axis=0)).max() < 1e-6
+    for row in out["rows"]:
+        loss, train_loss, _ = _plain(adam, row, fold, dtype=np.float32)
+        assert np.array_equal(row["loss_curve"], loss) and row["train_loss"] == train_loss
+        assert math.isnan(row["val_loss"]) and "train_accuracy" in row
+    assert out["summary"][2].startswith("  training loss")
+
+
 def test_diverging_run_is_a_row(tmp_path):
     linear = importlib.import_module("generated.linear")
     rng = np.random.default_rng(0)
@@ -141,6 +153,7 @@ def test_diverging_run_is_a_row(tmp_path):
         assert "NaN or infinite at epoch" in bad["message"]
         assert good["status"] == "ok" and math.isfinite(good["val_loss"])
     assert "2 ok, 2 diverged" in out["summary"][0] and "lr=0.01" in out["summary"][1]
+    assert best_config(out["table"])["lr"] == 0.01
     table = results.read_table(tmp_path / "s")
     assert list(table["status"]) == ["ok", "ok", "diverged", "diverged"]
 
@@ -277,15 +290,19 @@ def test_cli_ctrl_c_keeps_the_finished_runs(cli, tmp_path, monkeypatch):
     from derive.sweep import progress
 
     def interrupt(self, done, running, diverged, best):
-        raise KeyboardInterrupt
+        if done:  # after the first chunk
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(progress.TerminalSweepProgress, "update", interrupt)
-    res = cli("sweep", "xor", "--grid", "lr=0.01,0.1", "--epochs", "2", "--out", "out")
+    grid = "lr=0.01,0.02,0.05,0.1,0.2,0.5"
+    with monkeypatch.context() as m:
+        m.setattr(progress.TerminalSweepProgress, "update", interrupt)
+        res = cli("sweep", "xor", "--grid", grid, "--epochs", "2", "--out", "out")
     assert res.exit_code == 130
-    assert "interrupted: 1 finished runs are recorded in out" in res.output and "--resume" in res.output
-    monkeypatch.undo()
-    res = cli("sweep", "xor", "--grid", "lr=0.01,0.1", "--epochs", "2", "--out", "out", "--resume")
-    assert res.exit_code == 0 and "resuming   1 of 2 runs are in the journal already" in res.output
+    done = int(re.search(r"interrupted: (\d+) finished runs are recorded in out", res.output).group(1))
+    assert 0 < done < 6 and "--resume" in res.output and len(_journal(tmp_path / "out")) == done
+    res = cli("sweep", "xor", "--grid", grid, "--epochs", "2", "--out", "out", "--resume")
+    assert res.exit_code == 0 and f"resuming   {done} of 6 runs are in the journal already" in res.output
+    assert len(_journal(tmp_path / "out")) == 6
 
 
 @pytest.mark.parametrize("args, message", [

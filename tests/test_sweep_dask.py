@@ -62,7 +62,8 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_no_run(adam, xor_data, t
     monkeypatch.setattr(engine_module, "DASK_CHUNK_SECONDS", 0.3)
     moons = importlib.import_module("generated.moons")
     data = load_dataset("moons")
-    kw = dict(data=data, grid=["lr=0.01,0.03,0.1,0.3"], seeds=12, epochs=40, batch_size=8)
+    kw = dict(data=data, grid=["lr=0.01,0.03,0.1,0.3"], seeds=12, epochs=100, batch_size=8)
+    local = sweep(moons, **kw)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
         killed = {}
@@ -82,10 +83,11 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_no_run(adam, xor_data, t
 
         df = sweep(moons, scheduler=cluster.scheduler_address, out=tmp_path / "s", progress=Killer(), **kw)
     assert killed, "no chunk was running on a worker to kill"
+    with pytest.raises(ProcessLookupError):  # it is gone (its nanny started a fresh one)
+        os.kill(killed["pid"], 0)
     journal = [json.loads(line) for line in open(tmp_path / "s" / results.JOURNAL)]
     assert len(journal) == len(df) == 48 and len({r["run_id"] for r in journal}) == 48
     assert sorted(r["number"] for r in journal) == list(range(48))
-    local = sweep(moons, **kw)
     assert df.drop(columns=VOLATILE).equals(local.drop(columns=VOLATILE))
 
 

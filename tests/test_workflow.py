@@ -317,3 +317,28 @@ def test_a_catalogue_model_is_the_module_users_import():
 
     assert load_model("xor", "derive.toml") is importlib.import_module("generated.xor")
     assert load_model("xor") is importlib.import_module("generated.xor")
+
+
+def test_a_cached_model_built_by_another_generator_is_rebuilt(tmp_path):
+    """A model module in the cache records the spec, the runtime and the generator (templates,
+    code generator, derivation) it was built from; one built by another version of any of them
+    is rebuilt, not imported with stale kernels."""
+    import re
+
+    from derive.codegen.render import generator_hash
+    from derive.runtime.models import _current, _file_hash
+    from derive.spec import Model
+
+    model = Model("cached_gen", inputs=2, layers=[[3, "tanh"], [1, "sigmoid"]], loss="bce")
+    folder = tmp_path / "cachepkg"
+    from derive.build import build
+
+    folder.mkdir()
+    build([model], [model], folder, "<python>", prune=False)
+    path = folder / "cached_gen.py"
+    assert _file_hash(path)[2] == generator_hash()
+    text = path.read_text()
+    path.write_text(re.sub(r"generator=[0-9a-f]+", "generator=000000000000", text))
+    assert _file_hash(path)[2] == "000000000000"
+    _current(model, folder, "<python>", [model])  # rebuilds before importing
+    assert path.read_text() == text

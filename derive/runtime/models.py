@@ -24,7 +24,7 @@ from ..errors import SpecError, suggest
 from ..spec import ModelSpec, load_catalogue
 
 DEFAULT_SPEC = "derive.toml"
-_HASH = re.compile(r"^# derive: .* spec-hash=([0-9a-f]+) runtime=([0-9a-f]+)$", re.M)
+_HASH = re.compile(r"^# derive: .* spec-hash=([0-9a-f]+) runtime=([0-9a-f]+) generator=([0-9a-f]+)$", re.M)
 
 
 def cache_dir() -> Path:
@@ -71,13 +71,13 @@ def _bundled(name: str) -> ModuleType:
 def _current(model: ModelSpec, out_dir: Path, source: str, all_models: list[ModelSpec]) -> ModuleType:
     """Import ``out_dir/<name>.py``, building it first when it is missing or was built from another spec."""
     from ..build import build
-    from ..codegen.render import RUNTIME_NAME, runtime_text, runtime_version, spec_hash
+    from ..codegen.render import RUNTIME_NAME, generator_hash, runtime_text, runtime_version, spec_hash
 
     path = out_dir / f"{model.name}.py"
     want = spec_hash(model)
     runtime = out_dir / RUNTIME_NAME
     stale_runtime = not runtime.exists() or runtime.read_text(encoding="utf-8") != runtime_text()
-    if _file_hash(path) != (want, runtime_version()[1]) or stale_runtime:
+    if _file_hash(path) != (want, runtime_version()[1], generator_hash()) or stale_runtime:
         out_dir.mkdir(parents=True, exist_ok=True)
         build([model], all_models, out_dir, source, prune=False)
     return _import(out_dir, model.name, want)
@@ -108,10 +108,11 @@ def _import(out_dir: Path, name: str, want: str) -> ModuleType:
     return module
 
 
-def _file_hash(path: Path) -> tuple[str, str] | None:
+def _file_hash(path: Path) -> tuple[str, str, str] | None:
+    """(spec hash, runtime hash, generator hash) from a module's header; None without one."""
     try:
         head = path.read_text(encoding="utf-8")[:20000]
     except OSError:
         return None
     m = _HASH.search(head)
-    return (m.group(1), m.group(2)) if m else None
+    return (m.group(1), m.group(2), m.group(3)) if m else None

@@ -55,8 +55,7 @@ def sweep_command(name: str, *, data: str | None, target: str | None, spec: str 
                            seeds=seeds, folds=folds, epochs=epochs, batch_size=batch_size, search=search, seed=seed,
                            val_split=val_split, standardize=standardize, dtype=dtype, patience=patience,
                            val_every=val_every, engine=engine, scheduler=scheduler, workers=workers,
-                           timeout=timeout, out=out, resume=resume, plots=plots, progress=progress,
-                           data_name=data or name)
+                           timeout=timeout, out=out, resume=resume, plots=plots, progress=progress)
     except KeyboardInterrupt:
         journal = R.Journal(Path(out))
         done = len(journal.read())

@@ -36,7 +36,7 @@ from . import results as R
 from .engine import CONNECT_TIMEOUT, make_engine
 from .progress import SweepProgress
 from .space import Space, SweepError, build_space
-from .worker import Chunk, spec_widths, supports_per_run
+from .worker import Chunk, spec_widths, warm
 
 #: Optuna's trials asked (and told) per batch: fixed, so that a seeded search is reproducible.
 TPE_BATCH = 8
@@ -55,7 +55,7 @@ class Sweep:
         L = len(module.SPEC["layers"])
         self.width_names = [f"width{l}" for l in range(1, L)]
         self.config_names = list(module.HYPER) + ["batch_size", "epochs", "init"] + self.width_names
-        self.per_run = supports_per_run(module, folds[0][0], folds[0][1])
+        self.per_run = warm(module, folds[0][0], folds[0][1])
 
     def resolve(self, config: Mapping[str, object]) -> dict:
         """Every setting of a configuration: its values, else the sweep's, else the model's."""
@@ -201,6 +201,9 @@ def settings_of(given: dict, space: Space, module: ModuleType) -> dict:
         raise SweepError(f"dtype must be float64 or float32, got {s['dtype']!r}")
     s["standardize"] = bool(s["standardize"])
     if s["folds"] > 1:
+        if given.get("val_split") is not None:
+            raise SweepError(f"val_split={given['val_split']} is for one holdout (folds=1); with folds={s['folds']} "
+                             "every row is a validation row once")
         s["val_split"] = 0.0  # the folds hold the validation rows
     has_val = s["folds"] > 1 or s["val_split"] > 0
     if s["patience"] is not None and not has_val:
@@ -238,7 +241,8 @@ class _Runner:
 
     def run(self, runs: list[dict]) -> None:
         """Run every run of ``runs`` not in the journal yet."""
-        todo = [r for r in runs if r["run_id"] not in self.journal.rows]
+        ids = {r["run_id"]: r for r in reversed(runs)}  # a configuration Optuna asked twice runs once
+        todo = [r for r in runs if r["run_id"] not in self.journal.rows and ids[r["run_id"]] is r]
         old = [self.journal.rows[r["run_id"]] for r in runs if r["run_id"] in self.journal.rows]
         if old:  # recorded before (a resumed sweep)
             self.completed += len(old)
@@ -263,6 +267,7 @@ class _Runner:
                 self.running += len(taken)
                 self.chunks += 1
                 engine.submit(self.sweep.chunk(taken, f"c{self.chunks}-{taken[0]['number']}"))
+            self._report()  # what is running now
             chunk, result = engine.wait()
             self.running -= len(chunk.runs)
             steps = max(1, chunk.steps)
@@ -271,9 +276,12 @@ class _Runner:
             new = self.journal.append(rows)
             self.completed += len(new)
             self.done(new)
-            if self.progress is not None:
-                self.progress.update(self.completed, self.running, self.diverged,
-                                     None if math.isnan(self.best) else self.best)
+            self._report()
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.completed, self.running, self.diverged,
+                                 None if math.isnan(self.best) else self.best)
 
     def _size(self, run: dict, group: int, remaining: int) -> int:
         engine = self.engine
@@ -326,7 +334,7 @@ def sweep(model: object, X: object = None, Y: object = None, *, data: Dataset | 
           val_every: int | None = None, engine: str = "local", scheduler: str | None = None,
           workers: int | None = None, timeout: float = CONNECT_TIMEOUT, out: str | Path | None = None,
           resume: bool = False, plots: bool = False, progress: SweepProgress | None = None,
-          spec: str | None = None, data_name: str | None = None):
+          spec: str | None = None):
     """Train ``model`` once per configuration of the space, seed replicate and fold; return one row
     per run as a pandas DataFrame (a list of dicts, with a warning, when pandas is not installed).
 
@@ -347,7 +355,7 @@ def run_sweep(model, X=None, Y=None, *, data=None, target=None, grid=None, rando
               trials=None, seeds=None, folds=None, epochs=None, batch_size=None, search=None, seed=None,
               val_split=None, standardize=None, dtype=None, patience=None, val_every=None, engine="local",
               scheduler=None, workers=None, timeout=CONNECT_TIMEOUT, out=None, resume=False, plots=False,
-              progress=None, spec=None, data_name=None) -> dict:
+              progress=None, spec=None) -> dict:
     """:func:`sweep`, returning everything the command line prints too: ``table``, ``rows``,
     ``summary`` (lines), ``files``, ``settings``, ``module``, ``space``, ``where``."""
     module = load_model(model, spec)
@@ -369,8 +377,6 @@ def run_sweep(model, X=None, Y=None, *, data=None, target=None, grid=None, rando
         from ..runtime.plots import require_matplotlib
 
         require_matplotlib()
-    if isinstance(data, str) and data_name is None:
-        data_name = data
     Xa, Ya, where = _data(module, X, Y, data, target)
     folds_data = make_folds(Xa, Ya, s["folds"], s["val_split"], s["seed"], s["standardize"], np.dtype(s["dtype"]))
     base = {"model": module.SPEC["name"], "spec_hash": module.SPEC_HASH, "data": R.fingerprint(Xa, Ya),
@@ -398,7 +404,8 @@ def run_sweep(model, X=None, Y=None, *, data=None, target=None, grid=None, rando
                 n = len(configs) if configs is not None else s["trials"]
                 progress.start(total, f"{n} configuration{'s' if n != 1 else ''} x {s['seeds']} seed"
                                f"{'s' if s['seeds'] != 1 else ''} x {s['folds']} fold{'s' if s['folds'] != 1 else ''}"
-                               f", {s['epochs']} epochs, on {eng.where}")
+                               f", {'epochs swept' if 'epochs' in sp.names() else str(s['epochs']) + ' epochs'}, "
+                               f"on {eng.where}")
             if configs is not None:
                 planned += sw.plan(configs)
                 runner.run(planned)
@@ -409,9 +416,11 @@ def run_sweep(model, X=None, Y=None, *, data=None, target=None, grid=None, rando
                 progress.finish()
             # the journal's result, the current plan's number, configuration and values (a
             # configuration Optuna asks twice is one configuration: its first number)
-            seen: set[str] = set()
-            rows = [{**journal.rows[p["run_id"]], **p} for p in planned
-                    if p["run_id"] in journal.rows and not (p["run_id"] in seen or seen.add(p["run_id"]))]
+            rows, seen = [], set()
+            for p in planned:
+                if p["run_id"] in journal.rows and p["run_id"] not in seen:
+                    seen.add(p["run_id"])
+                    rows.append({**journal.rows[p["run_id"]], **p})
             files = []
             if folder is not None and rows:
                 files = [R.write_table(folder, rows, sw.config_names), R.write_curves(folder, rows)]
@@ -423,7 +432,6 @@ def run_sweep(model, X=None, Y=None, *, data=None, target=None, grid=None, rando
         from .plots import plot_sweep
 
         files += plot_sweep(folder, rows, sp, sw.config_names)
-    table = rows
     if R.has_pandas():
         table = R.dataframe(rows, sw.config_names)
     else:
@@ -431,12 +439,17 @@ def run_sweep(model, X=None, Y=None, *, data=None, target=None, grid=None, rando
                       "DataFrame)", stacklevel=3)
         table = R.table_rows(rows, sw.config_names)[1]
     return {"table": table, "rows": rows, "summary": summary, "files": files, "settings": s, "module": module,
-            "space": sp, "where": where, "data_name": data_name, "config_names": sw.config_names, "folder": folder,
+            "space": sp, "where": where, "config_names": sw.config_names, "folder": folder,
             "engine": eng.name}
 
 
-def best_config(rows: list[dict], config_names: list[str]) -> dict | None:
-    """The best configuration's values (see :func:`derive.sweep.results.config_stats`), or None."""
-    stats = R.config_stats(rows, config_names)
+def best_config(table) -> dict | None:
+    """The best configuration of a sweep's table (a DataFrame or a list of row dicts, as
+    :func:`sweep` returns it): its settings, by the summary's ranking; None when no run finished."""
+    rows = table.to_dict("records") if hasattr(table, "to_dict") else list(table)
+    if not rows:
+        return None
+    cols = list(rows[0])
+    names = cols[cols.index("seed") + 1:cols.index("status")]
+    stats = R.config_stats(rows, names)
     return stats[0].values if stats and stats[0].losses else None
-

@@ -27,7 +27,7 @@ from types import ModuleType
 import numpy as np
 
 from .space import SweepError
-from .worker import Chunk, ModelRef, import_model, run_chunk
+from .worker import Chunk, ModelRef, import_model, run_chunk, warm
 
 #: Seconds the Dask engine waits for a scheduler to answer (``--timeout``).
 CONNECT_TIMEOUT = 10.0
@@ -79,9 +79,10 @@ def require_dask():
     return distributed
 
 
-def _warm(ref: ModelRef) -> str:
-    """Import the model on a worker (Numba loads its cached kernels there once, before any chunk)."""
-    import_model(ref)
+def _warm(ref: ModelRef, fold: tuple[np.ndarray, ...]) -> str:
+    """Import the model on a worker and load its kernels (from Numba's cache, which the sweep's
+    process has written), once, before any chunk."""
+    warm(import_model(ref), fold[0][:1], fold[1][:1])
     return ref.name
 
 
@@ -137,7 +138,7 @@ class DaskEngine:
         if sys.modules.get(self.ref.name) is not module:
             raise SweepError(f"the Dask engine needs a model module importable by name; {module.__name__} was "
                              "loaded from a file path: build it into a package (derive build --out)")
-        self.client.run(_warm, self.ref)
+        self.client.run(_warm, self.ref, tuple(a[:1] for a in folds[0]))
         tag = uuid.uuid4().hex[:10]
         self.folds = [self.client.submit(_hold, fold, key=f"derive-sweep-fold{f}-{tag}", pure=False)
                       for f, fold in enumerate(folds)]
@@ -161,7 +162,14 @@ class DaskEngine:
         return len(self._futures)
 
     def wait(self) -> tuple[Chunk, dict]:
-        future, result = next(self._done)
+        distributed = require_dask()
+        try:
+            future, result = next(self._done)
+        except distributed.KilledWorker as exc:  # the same chunk took down worker after worker
+            last = getattr(getattr(exc, "last_worker", None), "address", "?")
+            raise SweepError(f"a chunk of the sweep was running on {last} when its worker died, "
+                             f"{getattr(exc, 'allowed_failures', '?')} + 1 times in a row: the workers run out of "
+                             "memory or crash on it; the finished runs are in the journal (--resume)") from None
         _, chunk = self._futures.pop(future.key)
         future.release()
         return chunk, result

@@ -12,6 +12,7 @@ pyplot state, PNGs written atomically):
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,11 @@ from .space import Dim, Space
 
 #: Configurations drawn in best_curves.png.
 BEST_CURVES = 5
+#: A log loss axis shows at most this many decades above the lowest loss (runs far off are marked
+#: along the top instead).
+DECADES = 4
+#: A configuration with more runs than this is drawn as a band in best_curves.png.
+SPREAD_RUNS = 5
 
 
 def plot_sweep(folder: Path, rows: list[dict], space: Space, config_names: list[str]) -> list[Path]:
@@ -66,30 +72,47 @@ def _label(key: str) -> str:
     return "validation loss" if key == "val_loss" else "training loss"
 
 
+def _y_range(values: np.ndarray) -> tuple[float, float, bool]:
+    """(low, high, log) of a loss axis: log when the losses span more than LOG_SPAN, and then at most
+    :data:`DECADES` decades above the lowest, so that a few runs far off (finite but huge losses)
+    do not squash the interesting ones into a line."""
+    v = values[np.isfinite(values)]
+    if not v.size:
+        return 0.0, 1.0, False
+    lo, hi = float(v.min()), float(v.max())
+    if not _wants_log(v):
+        pad = 0.06 * (hi - lo) or 0.1 * abs(hi) or 1.0
+        return lo - pad, hi + pad, False
+    hi = min(hi, lo * 10.0**DECADES)
+    return lo / 1.4, hi * 1.4, True
+
+
 def plot_loss_vs_params(path: Path, rows: list[dict], dims: list[Dim]) -> Path:
     key = R.loss_key(rows)
     points = _per_replicate(rows, key)
     replicates = sorted({r["replicate"] for r, _, _ in points})
+    folds = max((r["fold"] for r in rows), default=0) + 1
     stats = {s.config: s for s in R.config_stats(rows, [d.name for d in dims])}
     best = next((c for c, s in stats.items() if s.losses), None)
     cols = min(3, len(dims))
     nrows = -(-len(dims) // cols)
     fig = new_figure(4.6 * cols, 3.8 * nrows)
     axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
-    finite = np.array([v for _, v, _ in points if math.isfinite(v)])
-    logy = _wants_log(finite) if finite.size else False
+    lo, hi, logy = _y_range(np.array([v for _, v, _ in points]))
     for ax, dim in zip(axes, dims):
         cats = None if dim.numeric else sorted({str(r[dim.name]) for r, _, _ in points})
+
         def x_of(r, cats=cats, dim=dim):
             return cats.index(str(r[dim.name])) if cats is not None else float(r[dim.name])
+
         for i, rep in enumerate(replicates):
-            xs = [x_of(r) for r, v, _ in points if r["replicate"] == rep and math.isfinite(v)]
-            ys = [v for r, v, _ in points if r["replicate"] == rep and math.isfinite(v)]
+            shown = [(x_of(r), v) for r, v, _ in points if r["replicate"] == rep and math.isfinite(v) and v <= hi]
+            xs, ys = [x for x, _ in shown], [v for _, v in shown]
             if cats is not None:  # spread the points of one category a little
                 xs = [x + 0.08 * (i - (len(replicates) - 1) / 2) for x in xs]
+            what = f"seed replicate {rep}" if len(replicates) > 1 else "one run"
             ax.plot(xs, ys, "o", ms=4, alpha=0.7, color=f"C{i % 10}",
-                    label=f"seed replicate {rep}" if len(replicates) > 1 else "one run (mean over folds)"
-                    if rows and max(r["fold"] for r in rows) > 0 else "one run")
+                    label=what + (f" (mean over {folds} folds)" if folds > 1 and i == 0 else ""))
         if dim.kind == "grid" or cats is not None:  # the best configuration at each value, joined
             best_at: dict = {}
             for s in stats.values():
@@ -99,20 +122,28 @@ def plot_loss_vs_params(path: Path, rows: list[dict], dims: list[Dim]) -> Path:
             if best_at:
                 xs = sorted(best_at)
                 ax.plot(xs, [best_at[x] for x in xs], "-", color="0.2", lw=1.4, label="best at this value", zorder=4)
-        bad = [x_of(r) for r, _, d in points if d]
         if best is not None:
             ax.plot([x_of(stats[best].values)], [stats[best].mean], "*", color="C3", ms=13, zorder=6,
                     label=f"best: {stats[best].mean:.4g}")
         if logy:
             ax.set_yscale("log")
+        xs_all = sorted({x_of(r) for r, _, _ in points})
+        logx = cats is None and dim.log and xs_all[0] > 0 and xs_all[-1] / xs_all[0] >= 10  # within a decade: linear
         if cats is None:
-            _value_ticks(ax, sorted({x_of(r) for r, _, _ in points}), dim.log)
+            _value_ticks(ax, xs_all if dim.kind == "grid" else [], logx)
+        top = ax.get_xaxis_transform()  # x in data, y in axes: markers along the top edge
+        off = [x_of(r) for r, v, _ in points if math.isfinite(v) and v > hi]
+        if off:
+            ax.plot(off, [0.97] * len(off), "^", color="0.35", ms=6, transform=top, clip_on=False,
+                    label=f"off the scale ({len(off)})")
+        bad = [x_of(r) for r, _, d in points if d]
         if bad:
-            ax.plot(bad, [1.0] * len(bad), "x", color="red", ms=7, transform=ax.get_xaxis_transform(), clip_on=False,
+            ax.plot(bad, [1.0] * len(bad), "x", color="red", ms=7, mew=1.5, transform=top, clip_on=False,
                     label=f"diverged ({len(bad)})")
+        ax.set_ylim(lo, hi)
         if cats is not None:
             ax.set_xticks(range(len(cats)), cats, rotation=20, ha="right")
-        ax.set_xlabel(dim.name + (" (log)" if dim.log and cats is None else ""))
+        ax.set_xlabel(dim.name + (" (log)" if logx else ""))
         ax.set_ylabel(_label(key))
         ax.grid(True, which="major", alpha=0.3)
         ax.set_title(f"{_label(key)} against {dim.name}", fontsize="medium")
@@ -123,13 +154,14 @@ def plot_loss_vs_params(path: Path, rows: list[dict], dims: list[Dim]) -> Path:
 
 
 def _value_ticks(ax, values: list[float], log: bool) -> None:
-    """A log axis for a logarithmic dimension; either way ticks at the values when they are few,
+    """A log axis for a logarithmic dimension; ticks at a grid's ``values`` when they are few;
     written as plain numbers (2, 4, 8; 0.001, 0.01), never 2 x 10^0."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     if log:
         ax.set_xscale("log")
-    if len(values) <= 8:
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 2, 5, 10, 20: labels in any decade
+    if 0 < len(values) <= 8:
         ax.set_xticks(values)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -153,15 +185,15 @@ def plot_heatmap(path: Path, rows: list[dict], a: Dim, b: Dim, config_names: lis
     ax = fig.subplots()
     finite = M[np.isfinite(M)]
     norm = None
-    if finite.size and _wants_log(finite):
+    if finite.size and _wants_log(finite):  # at most DECADES decades of colour: beyond is the darkest
         from matplotlib.colors import LogNorm
 
-        norm = LogNorm(vmin=finite.min(), vmax=finite.max())
+        norm = LogNorm(vmin=finite.min(), vmax=min(finite.max(), finite.min() * 10.0**DECADES), clip=True)
     from matplotlib import colormaps
 
     image = ax.imshow(np.ma.masked_invalid(M), cmap=colormaps["viridis_r"].with_extremes(bad="0.85"), norm=norm,
                       aspect="auto")
-    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    lo, hi = (norm.vmin, norm.vmax) if norm is not None else (finite.min(), finite.max()) if finite.size else (0, 1)
     for i in range(len(bv)):
         for j in range(len(av)):
             v = M[i, j]
@@ -169,9 +201,9 @@ def plot_heatmap(path: Path, rows: list[dict], a: Dim, b: Dim, config_names: lis
                 ax.text(j, i, "diverged" if _any_diverged(rows, a, b, av[j], bv[i]) else "-", ha="center",
                         va="center", fontsize="small", color="0.3")
                 continue
-            t = (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo)) if norm is not None and hi > lo else \
-                (v - lo) / (hi - lo) if hi > lo else 0.0
-            ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize="small",
+            t = (math.log(min(v, hi)) - math.log(lo)) / (math.log(hi) - math.log(lo)) if norm is not None and hi > lo \
+                else (v - lo) / (hi - lo) if hi > lo else 0.0
+            ax.text(j, i, _cell(v), ha="center", va="center", fontsize="small",
                     color="white" if t > 0.6 else "black", fontweight="bold" if v == lo else None)
     ax.set_xticks(range(len(av)), [_tick(v) for v in av])
     ax.set_yticks(range(len(bv)), [_tick(v) for v in bv])
@@ -182,6 +214,11 @@ def plot_heatmap(path: Path, rows: list[dict], a: Dim, b: Dim, config_names: lis
                  fontsize="medium")
     fig.colorbar(image, ax=ax, label=_label(key))
     return save_png(fig, path)
+
+
+def _cell(v: float) -> str:
+    """A heatmap cell's number: 2,866 and 22,160 rather than 2.87e+03; 0.0123 and 0.456."""
+    return f"{v:,.0f}" if 100 <= abs(v) < 1e7 else f"{v:.3g}"
 
 
 def _any_diverged(rows: list[dict], a: Dim, b: Dim, x: object, y: object) -> bool:
@@ -197,15 +234,24 @@ def plot_best_curves(path: Path, rows: list[dict], config_names: list[str], swep
     fig = new_figure(7.8, 4.8)
     ax = fig.subplots()
     arrays = []
-    measured = False
+    measured = banded = False
     for i, s in enumerate(stats):
         runs = [r for r in rows if r["config"] == s.config and r.get("status") != "diverged"]
         L = _stack([r.get("loss_curve") or [] for r in runs])
         V = _stack([r.get("val_curve") or [] for r in runs])
         epochs = np.arange(1, L.shape[1] + 1)
         colour = f"C{i}"
-        for row in L:
-            ax.plot(epochs, row, color=colour, lw=0.6, alpha=0.25)
+        if i > 0:
+            pass  # the others: their mean only (their runs would hide each other)
+        elif len(L) > SPREAD_RUNS:  # many runs: the band of their middle 80 %, not a tangle of lines
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # epochs no run reached
+                low, high = np.nanpercentile(L, 10, axis=0), np.nanpercentile(L, 90, axis=0)
+            ax.fill_between(epochs, low, high, color=colour, alpha=0.15, lw=0)
+            banded = True
+        else:
+            for row in L:
+                ax.plot(epochs, row, color=colour, lw=0.6, alpha=0.3)
         text = " ".join(f"{n}={_tick(s.values[n])}" for n in swept if n in s.values) or f"config {s.config}"
         ax.plot(epochs, np.nanmean(L, axis=0), color=colour, lw=2.0,
                 label=f"#{i + 1} {text} ({s.mean:.4g})")
@@ -219,8 +265,12 @@ def plot_best_curves(path: Path, rows: list[dict], config_names: list[str], swep
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_title(f"the {len(stats)} best configurations: training loss per epoch (thin: each run; bold: their mean)"
-                 + ("\ncircles, dashed: validation loss where measured" if measured else ""), fontsize="medium")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    spread = "shaded: 10-90 % of #1's runs" if banded else "thin: #1's runs"
+    ax.set_title(f"the {len(stats)} best configurations: the mean training loss of their runs per epoch\n({spread}"
+                 + ("; circles, dashed: validation loss where measured" if measured else "") + ")", fontsize="medium")
     ax.grid(True, which="major", alpha=0.3)
     if stats:
         ax.legend(fontsize="small", loc="best")

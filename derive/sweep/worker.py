@@ -171,6 +171,17 @@ def supports_per_run(module: ModuleType, X: np.ndarray, Y: np.ndarray) -> bool:
     return _PER_RUN[key]
 
 
+def warm(module: ModuleType, X: np.ndarray, Y: np.ndarray) -> bool:
+    """Compile (or load from Numba's cache) every kernel a chunk calls, on one row, before the
+    first chunk: the sweep's process does it first, so that workers starting together load the
+    cache instead of compiling the same code at once. Returns :func:`supports_per_run`."""
+    per_run = supports_per_run(module, X, Y)
+    params = module.init_params(seed=0, dtype=X.dtype)
+    module.loss(params, X[:1], Y[:1])
+    module.forward(params, X[:1])
+    return per_run
+
+
 def _train_many(module, params, states, X, Y, epochs, batch_size, seeds, hypers, per_run):
     names = list(module.HYPER)
     hyper = {}
