@@ -55,7 +55,9 @@ def test_local_cluster_equals_the_local_engine(adam, xor_data, local_table, tmp_
     df = sweep(adam, data=xor_data, engine="dask", workers=2, out=tmp_path / "s", **SWEEP)
     assert len(df) == 24 and df["worker"].str.startswith("tcp://").all()
     assert df.drop(columns=VOLATILE).equals(local_table.drop(columns=VOLATILE))
-    assert results.read_table(tmp_path / "s").drop(columns=VOLATILE).equals(local_table.drop(columns=VOLATILE))
+    saved = results.read_table(tmp_path / "s")  # Parquet, or CSV (floats written exactly)
+    cols = ["run_id", "seed", "lr", "width1", "status", "train_loss", "val_loss", "val_accuracy"]
+    assert saved[cols].equals(local_table[cols])
 
 
 def test_a_worker_killed_mid_sweep_loses_and_duplicates_no_run(adam, xor_data, tmp_path, monkeypatch):
