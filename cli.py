@@ -225,10 +225,15 @@ def bench(ctx: click.Context) -> None:
     Options are the benchmark's own (`derive bench --help-bench` lists them): --quick,
     --configs tiny,small,medium,large, --peers, --dtypes, --optimizers, --out FILE.md.
     Peers that are not installed are skipped with a note (`pip install -e '.[bench]'`).
+    `derive bench --sweep [--K 64,512 ...]`: K runs per call, train_many against JAX/torch vmap.
     """
     from benchmarks.harness import main as bench_main
 
     args = ["--help" if a == "--help-bench" else a for a in ctx.args]
+    if "--sweep" in args:
+        from benchmarks.sweep_bench import main as sweep_main
+
+        sys.exit(sweep_main([a for a in args if a != "--sweep"], prog="derive bench --sweep"))
     sys.exit(bench_main(args, prog="derive bench"))
 
 

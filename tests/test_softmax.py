@@ -67,8 +67,8 @@ def _oracle(model, params, X, Y, options):
     return out[0], grads
 
 
-# depth 3 once, with both options (its scalar network is the slow one for SymPy)
-ORACLE_CASES = [(depth, option) for depth in (1, 2) for option in OPTIONS] + [(3, "both")]
+# depth 3 without and with both options (its scalar network is the slow one for SymPy)
+ORACLE_CASES = [(depth, option) for depth in (1, 2) for option in OPTIONS] + [(3, "plain"), (3, "both")]
 
 
 @pytest.mark.parametrize("depth,option", ORACLE_CASES)
