@@ -17,7 +17,8 @@ same thing). Peers:
 Each (peer, config, dtype) is timed in its own fresh subprocess (thread pools of different
 libraries fight over the cores otherwise), peers interleaved, ``--rounds`` rounds; each
 subprocess times ``--repeats`` calls per K after a warm-up call. Reported: median run-steps per
-second (K * steps / seconds) over all samples, and derive / best peer.
+second (K * steps / seconds): the median over rounds of each round's median, and derive / best
+peer.
 
 Before timing, :func:`check` trains K=4 runs a few steps in float64 with derive's
 ``train_many``, JAX vmap and torch vmap (and sequential ``train``) and asserts that each run's
@@ -326,7 +327,7 @@ def main(argv=None, prog="python -m benchmarks.sweep_bench") -> int:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per K in each subprocess")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of fresh subprocesses")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of fresh subprocesses")
     ap.add_argument("--quick", action="store_true", help="K=16,64, 50 steps, 1 round of 3 repeats")
     ap.add_argument("--no-check", action="store_true", help="skip the float64 equality check")
     ap.add_argument("--out", help="also write the table (markdown) to this file")
@@ -366,16 +367,17 @@ def main(argv=None, prog="python -m benchmarks.sweep_bench") -> int:
                     if isinstance(r, str):
                         print(f"round {rnd + 1} {name} {dtype} {peer}: FAILED {r}")
                         continue
-                    for K, s in r.items():
-                        results.setdefault((peer, name, dtype, int(K)), []).extend(s)
+                    for K, s in r.items():  # one median per round (a disturbed round counts once)
+                        results.setdefault((peer, name, dtype, int(K)), []).append(statistics.median(s))
                     meds = ", ".join(f"K={K}: {int(K) * a.steps / statistics.median(s) / 1e6:.3f} M"
                                      for K, s in r.items())
                     print(f"round {rnd + 1} {name} {dtype} {peer}: {meds} run-steps/s "
                           f"({time.perf_counter() - t0:.1f} s)", flush=True)
     load = os.getloadavg()
     md = (f"Million run-steps per second (K runs × {a.steps} SGD steps / seconds of one call), median of "
-          f"{a.rounds} rounds × {a.repeats} calls; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
-          f"{os.cpu_count()} CPUs.\n\n" + table(results, configs, dtypes, Ks, a.steps, peers))
+          f"the {a.rounds} rounds' medians of {a.repeats} calls each; load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs.\n\n"
+          + table(results, configs, dtypes, Ks, a.steps, peers))
     print()
     print(md)
     if a.out:
