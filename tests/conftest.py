@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "derive.toml"
+# Models built from Python specs (fit(Model(...)), the scikit-learn estimators, sweeps) go to one
+# cache folder for the whole run, shared by the workers (builds into it take a lock), not the
+# user's ~/.cache/derive; a process imports its derive_models package from one folder only.
+os.environ.setdefault("DERIVE_CACHE_DIR", str(ROOT / ".cache" / "derive-tests"))
 CATALOGUE_NAMES = ("linear", "logistic", "xor", "regression", "deep_sigmoid", "activations", "iris", "digits", "spiral")
 
 

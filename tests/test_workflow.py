@@ -224,14 +224,15 @@ def test_fit_input_errors(cancer):
         fit("breast_cancer", X, cancer.Y, epochs=1)
 
 
-def test_fit_accepts_a_python_spec(tmp_path, monkeypatch):
+def test_fit_accepts_a_python_spec():
+    from derive.runtime.models import cache_dir
     from derive.spec import Dense, Model
 
-    monkeypatch.setenv("DERIVE_CACHE_DIR", str(tmp_path))
+    # (the session's cache folder, tests/conftest.py: a process imports one derive_models package)
     d = load_dataset("circles", n=100)
     spec = Model("circles_net", 2, [Dense(8, "relu"), Dense(1, "sigmoid")], "bce", {"name": "adam", "lr": 0.05})
     res = fit(spec, data=d, epochs=40, batch_size=20, val_split=0.0)
-    assert (tmp_path / "derive_models" / "circles_net.py").exists()
+    assert (cache_dir() / "derive_models" / "circles_net.py").exists()
     assert res.metrics["train_accuracy"] > 0.8 and "val_loss" not in res.metrics
 
 
