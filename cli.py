@@ -223,7 +223,7 @@ def bench(ctx: click.Context) -> None:
     """Time a training step side by side: derive's kernels, PyTorch, JAX, NumPy (one run).
 
     Options are the benchmark's own (`derive bench --help-bench` lists them): --quick,
-    --configs tiny,small,medium,large, --peers, --dtypes, --optimizers, --out FILE.md.
+    --configs tiny,small,medium,large,multiclass, --peers, --dtypes, --optimizers, --out FILE.md.
     Peers that are not installed are skipped with a note (`pip install -e '.[bench]'`).
     `derive bench --sweep [--K 64,512 ...]`: K runs per call, train_many against JAX/torch vmap.
     """

@@ -334,8 +334,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> i
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.list:
+        width = max(map(len, CONFIGS))
         for c in CONFIGS.values():
-            print(f"config {c.name:7s} {c.describe()}  steps={c.steps} repeats={c.repeats}")
+            print(f"config {c.name:{width}s} {c.describe()}  steps={c.steps} repeats={c.repeats}")
         for name, module in all_peers().items():
             print(f"peer   {name:12s} {module}{'' if module_exists(module) else '  (missing)'}")
         return 0

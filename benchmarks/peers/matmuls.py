@@ -1,4 +1,5 @@
-"""Not a training step: one step's matrix products alone, the floor under the medium and large steps.
+"""Not a training step: one step's matrix products alone, the floor under the medium, large and
+multiclass steps.
 
 A training step of every peer does the matmuls that :func:`benchmarks.configs.flops_per_step`
 counts: per layer ``Z_l = A_{l-1} @ W_l`` and ``dW_l = A_{l-1}.T @ D_l``, and ``D_{l-1} = D_l @
