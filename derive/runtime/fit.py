@@ -278,7 +278,8 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
 
     module._api.hyper(hyper)  # unknown names and bad values fail here, before any work
 
-    # ---- parameters
+    # ---- parameters (init_state links the kernels: compiles them or loads them from the cache)
+    tick = time.perf_counter()
     seeds = tuple(seed + k for k in range(restarts))
     if ck is not None:
         runs = [(ck.params, ck.state)]
@@ -287,6 +288,8 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
         for s in seeds:
             p = module.init_params(seed=s, dtype=dt, init=init)
             runs.append((p, module.init_state(p, **hyper)))
+    module.init_state(runs[0][0])  # (a resumed run too: its kernels are linked here)
+    link_time = time.perf_counter() - tick
     watches = None
     if patience is not None:
         if ck is not None and saved_split == (seed, val_split):  # the same validation rows: go on counting
@@ -307,7 +310,7 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
     alive = [True] * R
     stopped: list[dict | None] = [None] * R
     first_epoch = int(runs[0][1]["epoch"])
-    compile_time = _compile(module, runs, Xtr, Ytr, batch_size, hyper)
+    compile_time = link_time + _compile(module, runs, Xtr, Ytr, batch_size, hyper)
     start = time.perf_counter()
     steps = 0
     if progress:
