@@ -37,6 +37,7 @@ is not registered in ``sys.modules`` is registered first, so Numba never records
 ``'<dynamic>'`` that no later process can import.
 """
 
+import functools
 import gc
 import hashlib
 import inspect
@@ -1324,6 +1325,13 @@ def _shared(impl, *signatures, prefix=None):
     return call
 
 
+@functools.cache
+def _file_key(path):
+    """The symbol prefix of a model module's separate kernels: its content hash (read once)."""
+    with open(path, "rb") as f:
+        return "m" + hashlib.sha256(f.read()).hexdigest()[:16]
+
+
 def separate(path, codes):
     """Decorator for a model kernel that its callers call through a stable symbol, as they call
     the runtime's shared functions, instead of linking its code into theirs: Numba optimises a
@@ -1333,8 +1341,7 @@ def separate(path, codes):
     module's file, whose content hash names the symbols (a rebuilt module gets new ones). The
     returned function has link(dtype), which the model's API calls before its kernels run (their
     cached code refers to the symbol), and py_func, the kernel as Python."""
-    with open(path, "rb") as f:
-        prefix = "m" + hashlib.sha256(f.read()).hexdigest()[:16]
+    prefix = _file_key(path)
 
     def wrap(impl):
         call = _shared(impl, codes, prefix=prefix)
@@ -1663,7 +1670,7 @@ class API:
 
     # ----------------------------------------------------------------------- the public functions
 
-    def init_params(self, seed=0, dtype=np.float64, init=None):
+    def init_params(self, seed=0, dtype=np.float64, init=None, widths=None):
         seed = self.int("seed", seed, 0)
         if np.dtype(dtype) not in (np.float32, np.float64):
             self.fail(f"dtype must be float32 or float64, got {dtype!r}")
@@ -1675,8 +1682,15 @@ class API:
         for scheme in schemes:
             if scheme not in INIT_SCHEMES:
                 self.fail(f"unknown initialiser {scheme!r}; choose from {INIT_SCHEMES}")
+        hidden = [layer[0] for layer in self.SPEC["layers"][:-1]]
+        if widths is not None:  # the kernels read widths from the arrays: any hidden widths train
+            widths = list(widths)
+            if len(widths) != len(hidden) or any(type(w) is not int and not isinstance(w, np.integer) or w < 1
+                                                 for w in widths):
+                self.fail(f"widths must be {len(hidden)} positive integers (the hidden layers), got {widths!r}")
+            hidden = [int(w) for w in widths]
         rng = np.random.default_rng(seed)
-        widths = [self.SPEC["inputs"]] + [layer[0] for layer in self.SPEC["layers"]]
+        widths = [self.SPEC["inputs"], *hidden, self.SPEC["layers"][-1][0]]
         params = {}
         for l in range(1, len(widths)):
             fan_in, fan_out = widths[l - 1], widths[l]

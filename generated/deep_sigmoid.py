@@ -37,7 +37,7 @@ Equations, as computed (`derive show deep_sigmoid` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=deep_sigmoid template=module.py.j2 spec-hash=427f0c6397fa343c runtime=5ec7665fce7f1d5f generator=e654e80c09f9
+# derive: spec=derive.toml model=deep_sigmoid template=module.py.j2 spec-hash=427f0c6397fa343c runtime=7c8492df686181d9 generator=0e05f73271d8
 
 import math
 
@@ -48,15 +48,15 @@ if __package__:
     from . import _kernel_runtime as _rt
 else:  # loaded from its file path, outside its package: the runtime is the file beside it
     import importlib.util as _util, pathlib as _pathlib, sys as _sys  # noqa: E401
-    _rt = _sys.modules.get("_kernel_runtime_5ec7665fce7f1d5f")
+    _rt = _sys.modules.get("_kernel_runtime_7c8492df686181d9")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_5ec7665fce7f1d5f",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_7c8492df686181d9",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "5ec7665fce7f1d5f")
+RUNTIME = (1, "7c8492df686181d9")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products and the training loop's pieces run the
@@ -407,18 +407,19 @@ _api = _rt.API(name="deep_sigmoid", SPEC=SPEC, PARAM_NAMES=PARAM_NAMES, HYPER=HY
                train_many=_call_train_many)
 
 
-def init_params(seed=0, dtype=np.float64, init=None):
+def init_params(seed=0, dtype=np.float64, init=None, widths=None):
     """Fresh parameters from a seed. W_l by the initialiser `init` (one name from INIT_SCHEMES for
     every layer, a list with one per layer, or None for INIT: He for the ReLU family, Xavier/Glorot
     otherwise), scaled by the gain of the layer's activation; b_l = 0 except for 'torch_linear'
-    (PyTorch's nn.Linear default: W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
+    (PyTorch's nn.Linear default: W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))). widths: other
+    hidden widths than the spec's (the kernels read widths from the arrays).
 
         xavier_uniform  U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))
         xavier_normal   N(0, s^2), s = gain * sqrt(2 / (fan_in + fan_out))
         he_uniform      U(-a, a), a = gain * sqrt(3 / fan_in)
         he_normal       N(0, s^2), s = gain / sqrt(fan_in)
     """
-    return _api.init_params(seed, dtype, init)
+    return _api.init_params(seed, dtype, init, widths)
 
 
 def init_state(params, **hyper):

@@ -229,3 +229,17 @@ def test_numpy_scalar_hyperparameters_are_accepted(generated):
     assert all(np.array_equal(p1[k], p2[k]) for k in p1)
     with pytest.raises(ValueError, match="finite number"):
         adam.step(p1, adam.init_state(p1), X, Y, lr=np.bool_(True))
+
+
+def test_init_params_at_other_hidden_widths(generated):
+    """init_params(widths=...) draws the same scheme at other hidden widths (what sweeps over
+    widths use); at the spec's widths it is init_params itself, bit for bit."""
+    m = generated["regression"]
+    same = m.init_params(4, widths=(16, 16))
+    assert all(np.array_equal(v, m.init_params(4)[k]) for k, v in same.items())
+    other = m.init_params(4, widths=(5, 3))
+    assert [other[k].shape for k in m.PARAM_NAMES] == [(8, 5), (5,), (5, 3), (3,), (3, 1), (1,)]
+    X = np.random.default_rng(0).normal(size=(7, 8))
+    assert np.isfinite(m.loss(other, X, np.zeros((7, 1))))
+    with pytest.raises(ValueError, match="widths must be 2 positive integers"):
+        m.init_params(4, widths=(5, 0))

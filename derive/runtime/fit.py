@@ -288,7 +288,8 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
         for s in seeds:
             p = module.init_params(seed=s, dtype=dt, init=init)
             runs.append((p, module.init_state(p, **hyper)))
-    module.init_state(runs[0][0])  # (a resumed run too: its kernels are linked here)
+    if ck is not None:  # (a fresh run's init_state linked them above)
+        module.init_state(runs[0][0])
     link_time = time.perf_counter() - tick
     watches = None
     if patience is not None:

@@ -117,38 +117,12 @@ def init_params(module: ModuleType, widths: tuple[int, ...], seed: int, dtype: o
 
 def draw_params(module: ModuleType, widths: tuple[int, ...], seed: int, dtype: object = np.float64,
                 init: str | None = None) -> dict[str, np.ndarray]:
-    """The module's initialisation (its initialiser and gain per layer, one random stream from
-    ``seed``, layer after layer) at hidden widths ``widths``: the kernels read widths from the
-    arrays, so these parameters train with the same compiled code. Equal, bit for bit, to
-    ``module.init_params`` at the spec's widths (tests/test_sweep.py)."""
-    layers = module.SPEC["layers"]
-    schemes = [s for s, _ in module.INIT] if init is None else [init] * len(layers)
-    rng = np.random.default_rng(seed)
-    sizes = [module.SPEC["inputs"], *widths, layers[-1][0]]
-    params = {}
-    for l in range(1, len(sizes)):
-        fan_in, fan_out = sizes[l - 1], sizes[l]
-        scheme, gain = schemes[l - 1], module.INIT[l - 1][1]
-        b = np.zeros(fan_out)
-        if scheme == "xavier_uniform":
-            a = gain * math.sqrt(6.0 / (fan_in + fan_out))
-            W = rng.uniform(-a, a, size=(fan_in, fan_out))
-        elif scheme == "xavier_normal":
-            W = rng.normal(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), size=(fan_in, fan_out))
-        elif scheme == "he_uniform":
-            a = gain * math.sqrt(3.0 / fan_in)
-            W = rng.uniform(-a, a, size=(fan_in, fan_out))
-        elif scheme == "he_normal":
-            W = rng.normal(0.0, gain / math.sqrt(fan_in), size=(fan_in, fan_out))
-        elif scheme == "torch_linear":
-            a = 1.0 / math.sqrt(fan_in)
-            W = rng.uniform(-a, a, size=(fan_in, fan_out))
-            b = rng.uniform(-a, a, size=fan_out)
-        else:
-            raise SweepError(f"unknown initialiser {scheme!r}; choose from {tuple(module.INIT_SCHEMES)}")
-        params[f"W{l}"] = _aligned(W.shape, dtype, W)
-        params[f"b{l}"] = _aligned(b.shape, dtype, b)
-    return params
+    """The module's own ``init_params`` at hidden widths ``widths``: the kernels read widths from
+    the arrays, so these parameters train with the same compiled code."""
+    try:
+        return module.init_params(seed=seed, dtype=dtype, init=init, widths=tuple(widths))
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def supports_per_run(module: ModuleType, X: np.ndarray, Y: np.ndarray) -> bool:
