@@ -106,6 +106,10 @@ def build(spec: str, out: str | None, only: tuple[str, ...], check: bool) -> Non
 @click.option("--init", type=click.Choice(["xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
                                            "torch_linear"]),
               help="Weight initialiser for every layer [default: He for relu-like layers, Xavier otherwise].")
+@click.option("--widths", metavar="W1,W2,...",
+              help="Hidden widths other than the spec's, one per hidden layer (e.g. a sweep's best: --widths 24,16); "
+                   "no rebuild, the kernels read widths from the arrays. Saved with the model "
+                   "[default: the spec's, or the resumed run's].")
 @click.option("--save", type=click.Path(), metavar="FILE.npz", help="Save the trained model (nothing on divergence).")
 @click.option("--plot", type=click.Path(), metavar="FILE.png",
               help="Loss curves, gradient norms and (2 inputs) the decision boundary (needs matplotlib).")
@@ -121,8 +125,8 @@ def build(spec: str, out: str | None, only: tuple[str, ...], check: bool) -> Non
 def train(ctx: click.Context, name: str, data: str | None, target: str | None, spec: str, epochs: int,
           batch_size: int, lr: float | None, seed: int | None, val_split: float | None, standardize: bool,
           restarts: int,
-          init: str | None, save: str | None, plot: str | None, log_every: int | None, resume: str | None,
-          dtype: str, patience: int | None) -> None:
+          init: str | None, widths: str | None, save: str | None, plot: str | None, log_every: int | None,
+          resume: str | None, dtype: str, patience: int | None) -> None:
     """Train model NAME on data and report: progress, the final loss, and the metrics (accuracy, log
     loss, per-class precision / recall / F1 and the confusion matrix for a classifier; RMSE, MAE,
     MAPE and R² for regression), warnings.
@@ -135,7 +139,7 @@ def train(ctx: click.Context, name: str, data: str | None, target: str | None, s
     train_command(name, data=data, target=target, spec=None if spec == DEFAULT_SPEC and not Path(spec).exists()
                   else spec, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val_split=val_split,
                   standardize=standardize, restarts=restarts, init=init, save=save, plot=plot, log_every=log_every,
-                  resume=resume, dtype=dtype, extra=list(ctx.args), patience=patience)
+                  resume=resume, dtype=dtype, extra=list(ctx.args), patience=patience, widths=widths)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -6,6 +6,9 @@ A checkpoint is a plain ``np.savez`` archive (no pickle; read with ``allow_pickl
 ``format``, ``version``   ``"derive-checkpoint"`` and the format version (:data:`VERSION`)
 ``name``                  the model name, ``module.SPEC["name"]``
 ``spec``, ``spec_hash``   ``module.SPEC`` as JSON text, and ``module.SPEC_HASH``
+``widths``                the hidden widths of the parameters (int64, one per hidden layer): the
+                          spec's, or others (``derive train --widths``; the kernels read widths
+                          from the arrays)
 ``param/<name>``          every parameter array, for each name of ``module.PARAM_NAMES``
 ``state/<key>``           optimizer state: ``state/t`` and ``state/epoch`` (int64 scalars) and
                           the arrays ``<state>_<param>`` (``STATE_NAMES``) and ``SCALAR_STATE``
@@ -18,7 +21,8 @@ A checkpoint is a plain ``np.savez`` archive (no pickle; read with ``allow_pickl
 ========================  ==================================================================
 
 ``meta`` may hold ``classes`` (a classifier's :meth:`ClassLabels.to_dict`) and
-``early_stopping`` (the watch's record); files without them (older ones) load as before.
+``early_stopping`` (the watch's record); files without them (older ones) load as before, and
+so do files without ``widths`` (saved at the spec's widths).
 
 Names without a ``.npz`` suffix get one (as ``np.savez`` does); :func:`save_checkpoint` returns
 the real path, and :func:`load_checkpoint` finds ``name.npz`` when given ``name``. Writing goes
@@ -72,10 +76,12 @@ class Checkpoint:
     history: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     best: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None  # early stopping's best epoch, if saved
+    widths: tuple[int, ...] | None = None  # the hidden widths saved (None: an older file, the spec's)
 
     def check(self, module: ModuleType) -> Checkpoint:
         """Raise :class:`CheckpointError` unless this checkpoint fits ``module``: same spec (the
-        message lists what differs), parameter names, shapes and dtype, and optimizer state keys."""
+        message lists what differs), parameter names, shapes (at the saved hidden widths) and
+        dtype, and optimizer state keys."""
         where = self.path or "checkpoint"
         _check_module(module, where)
         now = json.loads(json.dumps(module.SPEC))
@@ -92,32 +98,37 @@ class Checkpoint:
                 head, tail = f"a checkpoint of model {self.name!r} does not fit model {now.get('name')!r}: ", ""
             raise CheckpointError(f"{head}{'; '.join(diffs[:6])}{more}; {tail + ': ' if tail else ''}"
                                   "load it with the module it was saved from, or retrain", where)
-        _check_arrays(module, self.params, self.state, where)
+        widths = _hidden_widths(module, self.widths, where)
+        _check_arrays(module, self.params, self.state, where, widths)
         if self.best is not None:
-            _check_arrays(module, *self.best, where)
+            _check_arrays(module, *self.best, where, widths)
         return self
 
 
 def save_checkpoint(path: str | os.PathLike, module: ModuleType, params: Mapping[str, np.ndarray],
                     state: Mapping[str, Any], *, standardizer: Standardizer | None = None,
                     meta: Mapping[str, Any] | None = None, history: Mapping[str, Any] | None = None,
-                    best: tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | None = None) -> Path:
+                    best: tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | None = None,
+                    widths: Any = None) -> Path:
     """Write one checkpoint of ``module`` (a generated module) to ``path`` atomically; return the
     real path (``.npz`` appended when missing). Everything is checked before anything is written:
-    params keyed ``module.PARAM_NAMES``, of the model's shapes, one float dtype, all finite; the
-    state of ``module.init_state``; ``meta`` JSON-serialisable; ``history`` plain arrays; ``best``
-    (early stopping's best epoch: params and state) as params and state."""
+    params keyed ``module.PARAM_NAMES``, of the model's shapes (at hidden widths ``widths``, one
+    whole number per hidden layer; None: the spec's), one float dtype, all finite; the state of
+    ``module.init_state``; ``meta`` JSON-serialisable; ``history`` plain arrays; ``best`` (early
+    stopping's best epoch: params and state) as params and state. The widths are saved with them."""
     path = _npz_path(path)
     _check_module(module, path)
-    _check_arrays(module, params, state, path)
+    widths = _hidden_widths(module, widths, path)
+    _check_arrays(module, params, state, path, widths)
     if best is not None:
-        _check_arrays(module, *best, path)
+        _check_arrays(module, *best, path, widths)
     if meta is not None and not isinstance(meta, Mapping):
         raise CheckpointError(f"meta must be a dict, got {type(meta).__name__}", path)
     arrays: dict[str, np.ndarray] = {
         "format": np.array(FORMAT), "version": np.array(VERSION, dtype=np.int64),
         "name": np.array(str(module.SPEC["name"])), "spec": np.array(_to_json(module.SPEC, "SPEC", path)),
         "spec_hash": np.array(str(module.SPEC_HASH)),
+        "widths": np.array(_spec_widths(module) if widths is None else widths, dtype=np.int64),
         "meta": np.array(_to_json({} if meta is None else meta, "meta", path)),
     }
     for prefix, (ps, st) in (("", (params, state)), ("best_", best or ({}, {}))):
@@ -200,9 +211,16 @@ def load_checkpoint(path: str | os.PathLike, module: ModuleType | None = None) -
     history = {k[8:]: (v.item() if v.ndim == 0 else _array(v)) for k, v in data.items() if k.startswith("history/")}
     if not isinstance(spec, dict) or not isinstance(meta, dict):
         raise CheckpointError("'spec' and 'meta' must be JSON objects", path)
+    widths = None
+    if "widths" in data:  # (files saved before widths were recorded have the spec's)
+        w = data["widths"]
+        if w.ndim != 1 or w.dtype.kind not in "iu" or (w < 1).any():
+            raise CheckpointError("the entry 'widths' must be a list of whole numbers >= 1 (the hidden widths); "
+                                  "the file is damaged", path)
+        widths = tuple(int(v) for v in w)
     checkpoint = Checkpoint(name=_text(data, "name", path), spec=spec, spec_hash=_text(data, "spec_hash", path),
                             params=params, state=state, standardizer=standardizer, meta=meta, history=history,
-                            path=path, best=best)
+                            path=path, best=best, widths=widths)
     if module is not None:
         checkpoint.check(module)
     return checkpoint
@@ -243,8 +261,33 @@ def _check_module(module: Any, where: Any) -> None:
                               f"(it lacks {', '.join(missing)})", where)
 
 
-def _check_arrays(module: ModuleType, params: Any, state: Any, where: Any) -> None:
-    """params and state against what the module's own init_params/init_state make."""
+def _spec_widths(module: ModuleType) -> tuple[int, ...]:
+    return tuple(int(layer[0]) for layer in module.SPEC["layers"][:-1])
+
+
+def _hidden_widths(module: ModuleType, widths: Any, where: Any) -> tuple[int, ...] | None:
+    """``widths`` checked against the module's hidden layers: None where they are the spec's
+    (or not given), else a tuple of whole numbers >= 1, one per hidden layer."""
+    if widths is None:
+        return None
+    hidden = _spec_widths(module)
+    try:
+        values = [int(w) if not isinstance(w, bool) and isinstance(w, (int, np.integer)) and w >= 1 else None
+                  for w in widths]
+    except TypeError:
+        values = [None]
+    if None in values or len(values) != len(hidden):
+        raise CheckpointError(f"hidden widths {list(widths) if isinstance(widths, (list, tuple)) else widths!r} "
+                              f"do not fit model {module.SPEC['name']!r}, which has {len(hidden)} hidden layer(s) "
+                              f"({', '.join(map(str, hidden)) or 'none'}): give one whole number >= 1 per hidden "
+                              "layer", where)
+    return None if tuple(values) == hidden else tuple(values)
+
+
+def _check_arrays(module: ModuleType, params: Any, state: Any, where: Any,
+                  widths: tuple[int, ...] | None = None) -> None:
+    """params and state against what the module's own init_params/init_state make (at hidden
+    widths ``widths``; None: the spec's)."""
     model = module.SPEC["name"]
     if not isinstance(params, Mapping) or not isinstance(state, Mapping):
         raise CheckpointError("params and state must be dicts (from init_params / init_state)", where)
@@ -255,7 +298,8 @@ def _check_arrays(module: ModuleType, params: Any, state: Any, where: Any) -> No
     dtype = getattr(params[names[0]], "dtype", None)
     if dtype not in (np.float32, np.float64):
         raise CheckpointError(f"parameter {names[0]!r} must be a float32 or float64 array, got {dtype}", where)
-    expected_params = module.init_params(seed=0, dtype=dtype)
+    expected_params = (module.init_params(seed=0, dtype=dtype) if widths is None
+                       else module.init_params(seed=0, dtype=dtype, widths=widths))
     expected_state = module.init_state(expected_params)
     for name in names:
         _check_one(f"parameter {name!r}", params[name], expected_params[name], model, where)

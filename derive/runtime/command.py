@@ -15,7 +15,7 @@ import numpy as np
 from ..data import DATASETS, ClassLabels, DataError, Dataset, load_csv, load_dataset
 from ..errors import DeriveError, suggest
 from . import metrics as M
-from .fit import Diverged, FitResult, fit, split_settings
+from .fit import Diverged, FitResult, check_widths, fit, resume_widths, spec_widths, split_settings
 from .models import load_model
 from .progress import TerminalProgress
 from .targets import classes_of, predicted_labels, saved_labels
@@ -72,12 +72,32 @@ def parse_hyper(module, extra: list[str], lr: float | None) -> dict[str, float]:
     return hyper
 
 
+def parse_widths(module, text: str | None) -> tuple[int, ...] | None:
+    """``--widths 24,16``: one whole number >= 1 per hidden layer of ``module`` (None: the spec's)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    values: list[object] = []
+    for p in parts:
+        try:
+            values.append(int(p))
+        except ValueError:
+            values.append(p)  # check_widths names it
+    try:
+        return check_widths(module, values, "--widths")
+    except DeriveError as exc:
+        raise DeriveError(str(exc).replace("invalid value for --widths:", f"invalid value for --widths {text!r}:")
+                          ) from None
+
+
 def train_command(name: str, *, data: str | None, target: str | None, spec: str | None, epochs: int,
                   batch_size: int, lr: float | None, seed: int | None, val_split: float | None, standardize: bool,
                   restarts: int, init: str | None, save: str | None, plot: str | None, log_every: int | None,
-                  resume: str | None, dtype: str, extra: list[str], patience: int | None = None) -> None:
+                  resume: str | None, dtype: str, extra: list[str], patience: int | None = None,
+                  widths: str | None = None) -> None:
     module = load_model(name, spec)
     spec_d = module.SPEC
+    widths_ = parse_widths(module, widths)
     hyper = parse_hyper(module, extra, lr)
     dataset = read_data(data, target, name)
     if plot:  # say it before training, not after
@@ -92,12 +112,17 @@ def train_command(name: str, *, data: str | None, target: str | None, spec: str 
         from .checkpoint import load_checkpoint
 
         ck = load_checkpoint(resume, module)
+    widths_ = resume_widths(module, widths_, ck, "--widths")
     seed, val_split = split_settings(ck, seed, val_split)
     if patience is not None and not val_split:
         raise DeriveError(f"--patience {patience} watches the validation loss: it needs --val-split > 0")
     module_file = getattr(module, "__file__", "?")
     echo = click.echo
-    echo(f"model      {name}: {_summary(spec_d)}")
+    shown = widths_ or spec_widths(module)
+    other = shown != spec_widths(module)
+    echo(f"model      {name}: {_summary(spec_d, shown)}"
+         + (f" (hidden widths {','.join(map(str, shown))}{' of the resumed run' if widths is None else ''}; "
+            f"the spec's are {','.join(map(str, spec_widths(module)))})" if other else ""))
     echo(f"derivation {_rel(module_file)} lists every equation its kernels compute; `derive show {name}` "
          f"prints the derivation, `derive latex {name} -o {name}.tex` typesets it")
     classes = f" ({len(dataset.classes)} classes)" if dataset.classes is not None else ""
@@ -116,7 +141,8 @@ def train_command(name: str, *, data: str | None, target: str | None, spec: str 
     try:
         result = fit(module, data=dataset, epochs=epochs, batch_size=batch_size, seed=seed, val_split=val_split,
                      standardize=standardize, restarts=restarts, init=init, dtype=np.dtype(dtype), resume=ck,
-                     patience=patience, log_every=every, progress=TerminalProgress(out, tty), hyper=hyper)
+                     patience=patience, log_every=every, progress=TerminalProgress(out, tty), hyper=hyper,
+                     widths=widths_)
     except Diverged as exc:
         click.echo(f"error: {exc}", err=True)
         if save:
@@ -127,14 +153,19 @@ def train_command(name: str, *, data: str | None, target: str | None, spec: str 
         echo(f"warning: {w}", err=True)
     if save:
         path = save_result(result, save, dataset)
-        echo(f"saved      {path} (parameters, optimizer state, standardisation, spec; `derive predict`)")
+        echo(f"saved      {path} (parameters, optimizer state, standardisation, spec"
+             + (f", hidden widths {','.join(map(str, result.widths))}" if other else "") + "; `derive predict`)")
     if plot:
         path = plot_result(result, plot, dataset)
         echo(f"plot       {path}")
 
 
-def _summary(spec: dict) -> str:
-    layers = " -> ".join([str(spec["inputs"])] + [f"{units} {act}" for units, act, *_ in spec["layers"]])
+def _summary(spec: dict, widths: tuple[int, ...] | None = None) -> str:
+    """``2 -> 16 tanh -> 16 tanh -> 1 sigmoid; loss bce``, at hidden widths ``widths`` when given."""
+    units = [layer[0] for layer in spec["layers"]]
+    if widths is not None:
+        units = [*widths, units[-1]]
+    layers = " -> ".join([str(spec["inputs"])] + [f"{u} {layer[1]}" for u, layer in zip(units, spec["layers"])])
     return f"{layers}; loss {M.loss_name(spec)}"
 
 
@@ -165,7 +196,7 @@ def save_result(result: FitResult, path: str, dataset: Dataset | None = None) ->
     best = result.best
     history = {k: v[best] for k, v in result.history.items()}
     return save_checkpoint(path, result.module, result.params, result.state, standardizer=result.standardizer,
-                           meta=meta, history=history, best=best_run)
+                           meta=meta, history=history, best=best_run, widths=result.widths)
 
 
 def plot_result(result: FitResult, path: str, dataset: Dataset | None = None) -> Path:
@@ -178,7 +209,7 @@ def plot_result(result: FitResult, path: str, dataset: Dataset | None = None) ->
     return plot_training(path, loss=h["loss"], val_loss=h["val_loss"], grad_norms=h["grad_norm"], best=result.best,
                          predict=result.predict if two_d else None,
                          X=dataset.X if two_d else None, Y=dataset.Y if two_d else None,
-                         title=f"{result.name}: {_summary(result.module.SPEC)}")
+                         title=f"{result.name}: {_summary(result.module.SPEC, result.widths)}")
 
 
 def _plot_classifier(result: FitResult, path: str, dataset: Dataset | None) -> Path:
@@ -200,7 +231,7 @@ def _plot_classifier(result: FitResult, path: str, dataset: Dataset | None) -> P
                          classes=[str(c) for c in result.classes],
                          confusion=None if report is None else report.confusion,
                          confusion_rows="validation" if part == "val" else "training",
-                         title=f"{result.name}: {_summary(result.module.SPEC)}")
+                         title=f"{result.name}: {_summary(result.module.SPEC, result.widths)}")
 
 
 def predict_command(checkpoint: str, data: str, target: str | None, spec: str | None, out: str | None) -> None:

@@ -6,8 +6,9 @@ The steps, each with a clear error when the input is unusable:
    (BCE needs [0, 1]; a softmax model takes one column of class labels, kept as a
    :class:`~derive.data.ClassLabels` and one-hot encoded, or rows of class probabilities);
    an optional standardisation fitted on the training rows only; a seeded train/validation split;
-2. the parameters: ``init_params`` per restart (seed, seed + 1, ...), or a saved checkpoint to
-   resume from;
+2. the parameters: ``init_params`` per restart (seed, seed + 1, ...), at the spec's hidden widths
+   or at ``widths`` (the kernels read widths from the arrays), or a saved checkpoint to resume
+   from (at the widths it was trained with);
 3. training in chunks of epochs, each chunk one compiled call (``train``, or ``train_many`` for
    restarts, which spreads the runs over the cores); the validation loss and the progress are
    updated between chunks. Chunks never change the result: each epoch's shuffle (and dropout
@@ -80,6 +81,12 @@ class FitResult:
     @property
     def name(self) -> str:
         return self.module.SPEC["name"]
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The hidden widths the model was trained at (the parameters' shapes): the spec's unless
+        ``widths=`` (``--widths``) or a resumed checkpoint gave others."""
+        return param_widths(self.params)
 
     @property
     def task(self) -> str:
@@ -207,18 +214,24 @@ def fit(
     progress: Progress | None = None,
     spec: str | None = None,
     hyper: Mapping[str, float] | None = None,
+    widths: object = None,
 ) -> FitResult:
     """Train ``model`` (a catalogue name, a ``Model(...)`` spec or a generated module) on (X, Y) or
     ``data``; see the module docstring. ``hyper`` overrides hyperparameters (``{"lr": 0.01}``).
     ``resume`` is a checkpoint (a path or a loaded one) whose parameters, optimizer state and
     standardisation continue. ``patience``: stop a run when its validation loss has not improved
     for that many epochs and restore its best epoch. For a softmax model, Y may be one column
-    (or a 1-D array) of class labels, integers or text. Raises :class:`Diverged` when the loss
+    (or a 1-D array) of class labels, integers or text. ``widths``: hidden widths other than the
+    spec's, one whole number >= 1 per hidden layer (``(24, 16)``; the kernels read widths from the
+    arrays, so nothing is rebuilt); None trains the spec's widths, or a resumed checkpoint's, and a
+    resumed run given other widths than its checkpoint's is refused. ``result.widths`` and
+    ``result.settings["widths"]`` record the widths trained. Raises :class:`Diverged` when the loss
     turns non-finite."""
     try:
         return _fit(model, X, Y, data=data, epochs=epochs, batch_size=batch_size, seed=seed, val_split=val_split,
                     standardize=standardize, restarts=restarts, init=init, dtype=dtype, resume=resume,
-                    patience=patience, log_every=log_every, progress=progress, spec=spec, hyper=hyper)
+                    patience=patience, log_every=log_every, progress=progress, spec=spec, hyper=hyper,
+                    widths=widths)
     except DeriveError:
         raise
     except ValueError as exc:  # the generated module's own checks: "<model>: <what>"
@@ -226,7 +239,7 @@ def fit(
 
 
 def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize, restarts, init, dtype, resume,
-         patience, log_every, progress, spec, hyper) -> FitResult:
+         patience, log_every, progress, spec, hyper, widths) -> FitResult:
     from .checkpoint import Checkpoint, load_checkpoint
 
     module = load_model(model, spec)
@@ -240,10 +253,12 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
         patience = _count("patience", patience, 1)
     if restarts > 1 and resume is not None:
         raise DeriveError("resume continues one saved run; it cannot be combined with restarts > 1")
+    widths = check_widths(module, widths)
     ck = None
     if resume is not None:
         ck = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume, module)
         ck.check(module)
+    widths = resume_widths(module, widths, ck)
     saved_split = split_settings(ck, None, None) if ck is not None else None
     seed, val_split = split_settings(ck, seed, val_split)
     if patience is not None and not val_split:
@@ -286,7 +301,8 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
     else:
         runs = []
         for s in seeds:
-            p = module.init_params(seed=s, dtype=dt, init=init)
+            p = (module.init_params(seed=s, dtype=dt, init=init) if widths is None
+                 else module.init_params(seed=s, dtype=dt, init=init, widths=widths))
             runs.append((p, module.init_state(p, **hyper)))
     if ck is not None:  # (a fresh run's init_state linked them above)
         module.init_state(runs[0][0])
@@ -372,7 +388,8 @@ def _fit(model, X, Y, *, data, epochs, batch_size, seed, val_split, standardize,
     result = FitResult(module, params, state, scaler, history, metrics, best, seeds,
                        settings={"epochs": epochs, "batch_size": batch_size, "seed": seed, "val_split": val_split,
                                  "standardize": scaler is not None, "restarts": restarts, "init": init,
-                                 "patience": patience, "hyper": {**module.HYPER, **hyper}, "dtype": str(dt)},
+                                 "patience": patience, "hyper": {**module.HYPER, **hyper}, "dtype": str(dt),
+                                 "widths": list(param_widths(params))},
                        labels=labels, watches=watches)
     if not alive[best]:
         where_ = stopped[best]
@@ -421,6 +438,59 @@ def split_settings(ck, seed: int | None, val_split: float | None) -> tuple[int, 
     saved = (ck.meta.get("settings") or {}) if ck is not None else {}
     seed = _count("seed", saved.get("seed", 0) if seed is None else seed, 0)
     return seed, saved.get("val_split", 0.2) if val_split is None else val_split
+
+
+def spec_widths(module) -> tuple[int, ...]:
+    """The hidden widths of the module's spec."""
+    return tuple(int(layer[0]) for layer in module.SPEC["layers"][:-1])
+
+
+def param_widths(params: Mapping[str, np.ndarray]) -> tuple[int, ...]:
+    """The hidden widths of parameters ``W1 ... WL``: the output width of every layer but the last."""
+    L = sum(1 for k in params if k.startswith("W"))
+    return tuple(int(params[f"W{l}"].shape[1]) for l in range(1, L))
+
+
+def check_widths(module, widths: object, option: str = "widths") -> tuple[int, ...] | None:
+    """``widths`` as a tuple of one whole number >= 1 per hidden layer of ``module`` (None stays
+    None: the spec's widths); anything else is a :class:`DeriveError` naming ``option``."""
+    if widths is None:
+        return None
+    hidden = spec_widths(module)
+    name = module.SPEC["name"]
+    try:
+        values = list(widths)
+    except TypeError:
+        values = None
+    if values is None or isinstance(widths, (str, bytes)):
+        raise DeriveError(f"{option} must be a sequence of whole numbers (one per hidden layer), got {widths!r}")
+    if not hidden and values:
+        raise DeriveError(f"invalid value for {option}: model {name!r} has no hidden layer, so there is no width "
+                          "to set")
+    layers = f"{len(hidden)} hidden layer{'s' if len(hidden) > 1 else ''} ({', '.join(map(str, hidden))})"
+    bad = [w for w in values if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1]
+    if bad or len(values) != len(hidden):
+        what = (f"{bad[0]!r} is not a whole number >= 1" if bad else
+                f"{len(values)} width{'s' if len(values) != 1 else ''} given")
+        raise DeriveError(f"invalid value for {option}: {what}; model {name!r} has {layers}: give "
+                          f"{len(hidden)} whole number{'s' if len(hidden) > 1 else ''} >= 1"
+                          + (f", e.g. {option} {','.join(map(str, hidden))}" if option.startswith("--") else ""))
+    return tuple(int(w) for w in values)
+
+
+def resume_widths(module, widths: tuple[int, ...] | None, ck, option: str = "widths") -> tuple[int, ...] | None:
+    """The hidden widths to train: ``widths`` (checked by :func:`check_widths`), else the resumed
+    checkpoint ``ck``'s, else None (the spec's). Resuming at other widths than the checkpoint's is
+    a :class:`DeriveError`."""
+    if ck is None:
+        return widths
+    saved = param_widths(ck.params)
+    if widths is not None and tuple(widths) != saved:
+        where = f"{ck.path}" if getattr(ck, "path", None) else "the checkpoint"
+        raise DeriveError(f"{where} was trained at hidden widths {','.join(map(str, saved))}, not "
+                          f"{','.join(map(str, widths))} ({option}): a resumed run keeps its widths; drop {option} "
+                          "(or give the checkpoint's) to continue it, or start a new run without resuming")
+    return None if saved == spec_widths(module) else saved
 
 
 def _count(name: str, value: object, low: int) -> int:

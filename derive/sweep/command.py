@@ -73,20 +73,11 @@ def sweep_command(name: str, *, data: str | None, target: str | None, spec: str 
                               val_split=s["val_split"] if s["folds"] == 1 else 0.2, standardize=s["standardize"],
                               dtype=s["dtype"], patience=s["patience"])
         echo(f"train it   {cmd}")
-        hidden = _hidden(module)
-        widths = [f"width{l}={values[f'width{l}']}" for l, w in enumerate(hidden, 1) if values[f"width{l}"] != w]
-        if widths:
-            echo(f"note       derive train trains the spec's widths ({', '.join(map(str, hidden))}); "
-                 f"for {' '.join(widths)} change the layers of {name!r} in the spec")
         if s["folds"] > 1:
             echo(f"note       the sweep scored {s['folds']}-fold cross-validation; derive train holds out "
                  "--val-split rows instead")
     for path in result["files"]:
         echo(f"wrote      {_rel(str(path))}")
-
-
-def _hidden(module) -> list[int]:
-    return [int(layer[0]) for layer in module.SPEC["layers"][:-1]]
 
 
 __all__ = ["sweep_command", "SweepError"]

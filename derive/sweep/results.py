@@ -320,7 +320,8 @@ def _value_text(v: object) -> str:
 def train_command(name: str, values: dict, module, *, data: str | None, target: str | None, spec: str | None,
                   seed: int, val_split: float, standardize: bool, dtype: str, patience: int | None) -> str:
     """The ``derive train`` command line that trains configuration ``values`` (the data's split as
-    the sweep's holdout: the sweep seed and val_split)."""
+    the sweep's holdout: the sweep seed and val_split), with ``--widths`` when its hidden widths
+    (``width1`` ...) are not the spec's."""
     parts = ["derive", "train", name]
     if spec:
         parts += ["--spec", spec]
@@ -332,6 +333,10 @@ def train_command(name: str, values: dict, module, *, data: str | None, target: 
               "--val-split", repr(float(val_split))]
     if values.get("init") not in (None, "default"):
         parts += ["--init", str(values["init"])]
+    hidden = [int(layer[0]) for layer in module.SPEC["layers"][:-1]]
+    widths = [int(values.get(f"width{l}", w)) for l, w in enumerate(hidden, 1)]
+    if widths != hidden:
+        parts += ["--widths", ",".join(map(str, widths))]
     if standardize:
         parts.append("--standardize")
     if dtype != "float64":
