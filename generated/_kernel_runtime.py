@@ -37,6 +37,7 @@ is not registered in ``sys.modules`` is registered first, so Numba never records
 ``'<dynamic>'`` that no later process can import.
 """
 
+import ctypes
 import functools
 import gc
 import hashlib
@@ -1349,14 +1350,36 @@ def separate(path, codes):
 
         def link_kernel(dtype):
             if not numba.config.DISABLE_JIT:
-                _link_one(impl, name, _declared(codes, numba.from_dtype(np.dtype(dtype))), prefix)
+                return _link_one(impl, name, _declared(codes, numba.from_dtype(np.dtype(dtype))), prefix)
+            return None
+
+        addresses = {}
+
+        def address(dtype):
+            """The address of the kernel's machine code for arrays of dtype (compiled or loaded and
+            registered first); under NUMBA_DISABLE_JIT, the kernel as Python."""
+            found = addresses.get(dtype)
+            if found is None:
+                symbol = link_kernel(dtype)
+                found = call.py_func if symbol is None else llvmlite.binding.address_of_symbol(symbol)
+                addresses[dtype] = found
+            return found
 
         call.link = link_kernel
+        call.address = address
         call.py_func = getattr(impl, "py_func", impl)
         call.dispatcher = impl
         return call
 
     return wrap
+
+
+def entry(kernel, dtype):
+    """What the training loops call for a model's step: the address of the machine code of its
+    _batch_at (a separate kernel) for arrays of dtype, or the function itself when it runs as
+    Python (under NUMBA_DISABLE_JIT, or swapped for its Python function)."""
+    address = getattr(kernel, "address", None)
+    return kernel if address is None else address(dtype)
 
 
 mm = _shared(_mm, "f2 f2 f1 f2")
@@ -1367,6 +1390,160 @@ gather = _shared(_gather, "f2 f2 i1 i i f2 f2")
 norm = _shared(_norm, "f2")
 shuffle_epoch = _shared(_shuffle_epoch, "i1 i i")
 seed_epoch = _shared(_seed_epoch, "i i")
+
+
+# --------------------------------------------------------------------------- the training loop
+# One training loop for every model, compiled here once per dtype (and cached with the runtime):
+# it calls the model's _batch_at, one step, through the address of its machine code (call_at).
+# _batch_at finds the model's arrays in a table: per array three int64, (address, rows, columns),
+# in the order API.layout gives; one row of the table per buffer direction (the step reads the
+# parameters and optimizer state from one buffer and writes the other; the next step goes back).
+# So a new model compiles no loop of its own: a loop with 60 array arguments and their two call
+# sites took a 3-layer Adam model's first train() 1.2 s to compile, its _batch_at takes ~0.1 s.
+
+
+def _at(tab, k, like, ndim):
+    """As Python: a view through ctypes of the array of entry k of the table tab."""
+    shape = (int(tab[k + 1]), int(tab[k + 2]))[:ndim]
+    size = int(np.prod(shape)) * like.dtype.itemsize
+    return np.frombuffer((ctypes.c_char * size).from_address(int(tab[k])), like.dtype).reshape(shape)
+
+
+def view1(tab, k, like):
+    """The 1-D array of entry k of a model's table (see above), of like's dtype."""
+    return _at(tab, k, like, 1)
+
+
+def view2(tab, k, like):
+    """The 2-D array of entry k of a model's table (see above), of like's dtype."""
+    return _at(tab, k, like, 2)
+
+
+def rows2(tab, k, r, like):
+    """The first r rows of view2(tab, k, like) (a work array cut to a batch)."""
+    return _at(tab, k, like, 2)[:r]
+
+
+def _view_lower(context, builder, signature, args):
+    tab_type, k_type = signature.args[:2]
+    out_type = signature.return_type
+    tab = context.make_array(tab_type)(context, builder, args[0])
+    k = context.cast(builder, args[1], k_type, numba.intp)
+
+    def entry(i):
+        index = builder.add(k, context.get_constant(numba.intp, i))
+        return builder.load(numba.core.cgutils.get_item_pointer(context, builder, tab_type, tab, [index]))
+
+    shape = [entry(1 + d) for d in range(out_type.ndim)]
+    if len(args) == 4:  # rows2: r rows
+        shape[0] = context.cast(builder, args[2], signature.args[2], numba.intp)
+    itemsize = context.get_constant(numba.intp, context.get_abi_sizeof(context.get_data_type(out_type.dtype)))
+    strides = [itemsize] if out_type.ndim == 1 else [builder.mul(shape[1], itemsize), itemsize]
+    data = builder.inttoptr(entry(0), context.get_data_type(out_type.dtype).as_pointer())
+    out = context.make_array(out_type)(context, builder)
+    numba.np.arrayobj.populate_array(out, data=data, shape=shape, strides=strides, itemsize=itemsize, meminfo=None)
+    return numba.core.imputils.impl_ret_untracked(context, builder, out_type, out._getvalue())
+
+
+def _view_type(ndim, tab, ints, like):
+    if isinstance(tab, numba.types.Array) and tab.dtype == numba.int64 and tab.ndim == 1 and \
+            all(isinstance(i, numba.types.Integer) for i in ints) and isinstance(like, numba.types.Array):
+        return numba.types.Array(like.dtype, ndim, "C")
+    return None
+
+
+_primitive(view1, lambda tab, k, like: _view_type(1, tab, (k,), like), _view_lower,
+           numba.types.Array, numba.types.Integer, numba.types.Array)
+_primitive(view2, lambda tab, k, like: _view_type(2, tab, (k,), like), _view_lower,
+           numba.types.Array, numba.types.Integer, numba.types.Array)
+_primitive(rows2, lambda tab, k, r, like: _view_type(2, tab, (k, r), like), _view_lower,
+           numba.types.Array, numba.types.Integer, numba.types.Integer, numba.types.Array)
+
+
+def call_at(fn, X, Y, r, tab, t, epoch, hv):
+    """fn(X, Y, r, tab, t, epoch, hv): a model's _batch_at; compiled, fn is the address of its
+    machine code, called with Numba's calling convention (its exceptions reach the caller)."""
+    return fn(X, Y, r, tab, t, epoch, hv)
+
+
+def _call_at_typer(fn, X, Y, r, tab, t, epoch, hv):
+    if isinstance(fn, numba.types.Integer) and isinstance(X, numba.types.Array):
+        return numba.core.typing.signature(numba.float64, fn, X, Y, r, tab, t, epoch, hv)
+    return None
+
+
+def _call_at_lower(context, builder, signature, args):
+    declared = tuple(numba.types.Array(t.dtype, t.ndim, "C") if isinstance(t, numba.types.Array) else numba.intp
+                     for t in signature.args[1:])
+    values = [v if isinstance(t, numba.types.Array) else context.cast(builder, v, t, numba.intp)
+              for v, t in zip(args[1:], signature.args[1:])]
+    fnty = context.call_conv.get_function_type(numba.float64, declared)
+    fn = builder.inttoptr(context.cast(builder, args[0], signature.args[0], numba.intp), fnty.as_pointer())
+    status, result = context.call_conv.call_function(builder, fn, numba.float64, declared, values)
+    with numba.core.cgutils.if_unlikely(builder, status.is_error):
+        context.call_conv.return_status_propagate(builder, status)
+    return result
+
+
+_primitive(call_at, _call_at_typer, _call_at_lower, *[numba.types.Any] * 8)
+
+
+@numba.njit(**_JIT)
+def _train_loop(fn, X, Y, tab, Xb, Yb, perm, history, gnorm, gw, epochs, batch_size, shuffle, seeded, seed, t0,
+                epoch0, hv):
+    """The whole run: epochs x mini-batches, fresh shuffle per epoch, in one compiled call; each
+    step is fn (a model's _batch_at) with the table row of its buffer direction. Records the mean
+    loss (history[e]) and the mean norm of each layer's weight gradient (gnorm[e, l]; the
+    gradients are table entries gw[l]) of every epoch, when gnorm has rows. seeded: the model
+    draws dropout masks, from the stream of (seed, epoch) after the row order.
+    Returns (status, epoch, batch, steps, flip): status 1 when a batch loss was not finite
+    (then no update was made for it); flip 1 when the latest parameters are in the second buffer."""
+    n = X.shape[0]
+    B = min(batch_size, n)
+    nb = (n + B - 1) // B
+    t = t0
+    flip = 0
+    for e in range(epochs):
+        if shuffle:  # the stream of (seed, epoch): the row order, then any dropout masks
+            _shuffle_epoch(perm, seed, epoch0 + e)
+        elif seeded:
+            _seed_epoch(seed, epoch0 + e)
+        track = e < gnorm.shape[0]
+        if track:
+            for l in range(gnorm.shape[1]):
+                gnorm[e, l] = 0.0
+        total = 0.0
+        for b in range(nb):
+            s = b * B
+            r = min(B, n - s)
+            if shuffle:
+                _gather(X, Y, perm, s, r, Xb, Yb)
+                value = call_at(fn, Xb[:r], Yb[:r], r, tab[flip], t + 1, epoch0 + e, hv)
+            else:  # the rows in order: the batch is a slice, no copy (~1.6 MB a step for large)
+                value = call_at(fn, X[s:s + r], Y[s:s + r], r, tab[flip], t + 1, epoch0 + e, hv)
+            if not math.isfinite(value):
+                return 1, e, b, t - t0, flip
+            t += 1
+            flip = 1 - flip
+            total += value * r
+            if track:
+                for l in range(gw.size):
+                    gnorm[e, l] += _norm(view2(tab[0], gw[l], X)) / nb
+        history[e] = total / n
+    return 0, epochs, 0, t - t0, flip
+
+
+@numba.njit(**_JIT_NRT, parallel=True)
+def _train_many_loop(fn, X, Y, tabs, Xbs, Ybs, perms, histories, gnorms, gw, epochs, batch_size, shuffle, seeded,
+                     seeds, t0, epoch0, results, hvs):
+    """_train_loop for K independent runs (restarts, sweeps) at once, spread over the cores: every
+    per-run array (the tables, hvs: each run's hyperparameters) has a leading axis of length K;
+    results[k] = (status, epoch, batch, steps, flip)."""
+    for k in numba.prange(results.shape[0]):
+        status, epoch, batch, steps, flip = _train_loop(fn, X, Y, tabs[k], Xbs[k], Ybs[k], perms[k], histories[k],
+                                                        gnorms[k], gw, epochs, batch_size, shuffle, seeded, seeds[k],
+                                                        t0, epoch0, hvs[k])
+        results[k, 0], results[k, 1], results[k, 2], results[k, 3], results[k, 4] = status, epoch, batch, steps, flip
 
 
 # --------------------------------------------------------------------------- modules and caches
@@ -1473,7 +1650,7 @@ class API:
 
     model: the model's constants, as the module defines them (name, SPEC, PARAM_NAMES, HYPER,
     HYPER_RANGES, STATE_NAMES, SCALAR_STATE, INIT, DROPOUT) and its adapters (state_init, forward,
-    loss, gradients, step, train, train_many)."""
+    loss, gradients, step, and entry: dtype -> the model's _batch_at for the training loops)."""
 
     def __init__(self, **model):
         for key, value in model.items():
@@ -1482,6 +1659,8 @@ class API:
         self.param_keys = frozenset(self.PARAM_NAMES)
         self.param_ndim = tuple(2 if name[0] == "W" else 1 for name in self.PARAM_NAMES)
         self.linked = set()  # the dtypes whose runtime functions and separate kernels are linked
+        self.seeded = any(self.DROPOUT)  # the training loop seeds the dropout masks of each epoch
+        self.swap = None  # the order of the table's entries for the second buffer direction (see table)
 
     def fail(self, message):
         raise ValueError(f"{self.name}: {message}")
@@ -1668,6 +1847,54 @@ class API:
             entry = _SCRATCH.entry = (key, (Zs, As, Ds, Hs, Ms, grads, Xb, Yb, outs, state_out))
         return entry[1]
 
+    def layout(self, arrays, outs, grads, state, state_out, Zs, As, Ds, Hs, Ms):
+        """The arrays of the model's _batch_at in the order of its table: the parameters, their
+        second buffers, per layer Z, A (and H, M with dropout), the deltas, the gradients, the
+        optimizer state arrays and their second buffers, the scalar state and its second buffer.
+        Also sets self.swap (the order for the other direction) and self.gw (the entries of the
+        weight gradients), the same for every call."""
+        n = len(self.state_keys) - len(self.SCALAR_STATE)
+        st = [state[k] for k in self.state_keys]
+        so = [state_out[k] for k in self.state_keys]
+        work = [x for z, a, h, m in zip(Zs, As, Hs, Ms) for x in ((z, a) if h is None else (z, a, h, m))]
+        first = [*arrays, *outs, *work, *Ds, *grads, *st[:n], *so[:n], *st[n:], *so[n:]]
+        if self.swap is None:
+            P, S, C = len(arrays), n, len(self.SCALAR_STATE)
+            g = 2 * P + len(work) + len(Ds)  # the first gradient's entry
+            order = [*range(P, 2 * P), *range(P), *range(2 * P, g + P)]
+            order += [*range(g + P + S, g + P + 2 * S), *range(g + P, g + P + S)]
+            order += [*range(g + P + 2 * S + C, g + P + 2 * S + 2 * C), *range(g + P + 2 * S, g + P + 2 * S + C)]
+            self.swap = np.array([3 * i + j for i in order for j in range(3)], dtype=np.int64)
+            self.gw = np.array([3 * (g + i) for i in range(0, P, 2)], dtype=np.int64)
+        return first
+
+    def table(self, entries, runs=0):
+        """The table of the training loops (see _train_loop): for each array of entries (layout's
+        order) its address, rows and columns; row 0 for the steps that read the first buffers and
+        write the second, row 1 for the others. runs: K for train_many, whose arrays have a
+        leading run axis: then a (K, 2, 3 x entries) table, run k's entries at a[k]."""
+        known = getattr(_SCRATCH, "addresses", None)
+        if known is None or len(known) > 512:
+            known = _SCRATCH.addresses = {}
+        flat = []
+        for a in entries:
+            hit = known.get(id(a))
+            if hit is None or hit[0] is not a:  # (the entry keeps a alive, so its id is its own)
+                hit = known[id(a)] = (a, a.ctypes.data)
+            shape = a.shape[1:] if runs else a.shape
+            flat += (hit[1], shape[0], shape[1] if len(shape) == 2 else 1)
+        row = np.array(flat, dtype=np.int64)
+        if not runs:
+            tab = np.empty((2, row.size), dtype=np.int64)
+            tab[0] = row
+            tab[1] = row[self.swap]
+            return tab
+        tab = np.empty((runs, 2, row.size), dtype=np.int64)
+        tab[:, 0] = row
+        tab[:, 0, 0::3] += np.arange(runs)[:, None] * np.array([a.strides[0] for a in entries], dtype=np.int64)
+        tab[:, 1] = tab[:, 0][:, self.swap]
+        return tab
+
     # ----------------------------------------------------------------------- the public functions
 
     def init_params(self, seed=0, dtype=np.float64, init=None, widths=None):
@@ -1777,9 +2004,11 @@ class API:
         gnorm = _nans((epochs if grad_norms else 0, len(self.PARAM_NAMES) // 2))
         t0 = int(state["t"])
         epoch0 = int(state["epoch"])
-        status, epoch, batch, steps, flip = self.train(
-            arrays, outs, grads, state, state_out, X, Y, Zs, As, Ds, Hs, Ms, Xb, Yb, perm, history, gnorm,
-            epochs, batch_size, bool(shuffle), seed, t0, epoch0, hv)
+        tab = self.table(self.layout(arrays, outs, grads, state, state_out, Zs, As, Ds, Hs, Ms))
+        fn = self.entry(arrays[0].dtype)
+        status, epoch, batch, steps, flip = (_train_loop.py_func if callable(fn) else _train_loop)(
+            fn, X, Y, tab, Xb, Yb, perm, history, gnorm, self.gw, epochs, batch_size, bool(shuffle), self.seeded,
+            seed, t0, epoch0, np.array(hv, dtype=np.float64))
         return self.finish(arrays, outs, state, state_out, history, gnorm, epochs, t0, status, epoch, batch, steps,
                            flip)
 
@@ -1863,8 +2092,12 @@ class API:
         results = np.zeros((K, 5), dtype=np.int64)
         t0 = int(runs[0][1]["t"])
         epoch0 = int(runs[0][1]["epoch"])
-        self.train_many(arrays, outs, grads, state, state_out, X, Y, Zs, As, Ds, Hs, Ms, Xb, Yb, perm, history,
-                        gnorm, epochs, batch_size, bool(shuffle), seed, t0, epoch0, results, hv)
+        tabs = self.table(self.layout(arrays, outs, grads, state, state_out, Zs, As, Ds, Hs, Ms), K)
+        hvs = np.stack(hv, axis=1) if hv else np.empty((K, 0))
+        fn = self.entry(arrays[0].dtype)
+        (_train_many_loop.py_func if callable(fn) else _train_many_loop)(
+            fn, X, Y, tabs, Xb, Yb, perm, history, gnorm, self.gw, epochs, batch_size, bool(shuffle), self.seeded,
+            seed, t0, epoch0, results, hvs)
         out = []
         for k, (arrs, st) in enumerate(runs):
             status, epoch, batch, steps, flip = (int(v) for v in results[k])

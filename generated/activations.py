@@ -37,7 +37,7 @@ Equations, as computed (`derive show activations` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=activations template=module.py.j2 spec-hash=3ce340ec0f40a410 runtime=7c8492df686181d9 generator=0e05f73271d8
+# derive: spec=derive.toml model=activations template=module.py.j2 spec-hash=3ce340ec0f40a410 runtime=c4f451405b70cd8e generator=f1ebf57e509c
 
 import math
 
@@ -48,24 +48,25 @@ if __package__:
     from . import _kernel_runtime as _rt
 else:  # loaded from its file path, outside its package: the runtime is the file beside it
     import importlib.util as _util, pathlib as _pathlib, sys as _sys  # noqa: E401
-    _rt = _sys.modules.get("_kernel_runtime_7c8492df686181d9")
+    _rt = _sys.modules.get("_kernel_runtime_c4f451405b70cd8e")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_7c8492df686181d9",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_c4f451405b70cd8e",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "7c8492df686181d9")
+RUNTIME = (1, "c4f451405b70cd8e")
 _rt.check(*RUNTIME, __name__)
 
-# The runtime's helpers these kernels call. Products and the training loop's pieces run the
-# runtime's shared compiled code (compiled once per machine, not with each model); the element
-# functions (exp, tanh, ...) are inlined into the loops below, so that they vectorise. The kernels
-# marked @_rt.separate are compiled on their own and called through a symbol (see _rt.separate).
+# The runtime's helpers these kernels call. Products run the runtime's shared compiled code
+# (compiled once per machine, not with each model), as does the training loop, which calls this
+# model's _batch_at; the element functions (exp, tanh, ...) are inlined into the loops below, so
+# that they vectorise. The kernels marked @_rt.separate are compiled on their own and called
+# through a symbol (see _rt.separate).
 _JIT, _JIT_INNER, _JIT_NRT = _rt._JIT, _rt._JIT_INNER, _rt._JIT_NRT
 _mm, _mm_relu, _mm_tn, _mm_nt = _rt.mm, _rt.mm_relu, _rt.mm_tn, _rt.mm_nt
-_gather, _norm, _shuffle_epoch, _seed_epoch = _rt.gather, _rt.norm, _rt.shuffle_epoch, _rt.seed_epoch
+_view1, _view2, _rows2 = _rt.view1, _rt.view2, _rt.rows2
 _flat, _mask, _exp, _tanh, _log, _log1p, _softplus = (
     _rt._flat, _rt._mask, _rt._exp, _rt._tanh, _rt._log, _rt._log1p, _rt._softplus)
 
@@ -283,7 +284,6 @@ def _update(W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W1_out, b1_out, W2_out, b2_o
     _update_one(b5, b5_out, gb5, t, epoch, clip_coef, lr, factors)
 
 
-@_rt.separate(__file__, "f2 f2 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f2 f2 f2 f2 f2 f2 f2 f2 f2 f2 f2 f2 f2 f2 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 i i d")
 @numba.njit(**_JIT_INNER)
 def _batch_step(X, Y, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, W4_out, b4_out, W5_out, b5_out, Z1, A1, Z2, A2, Z3, A3, Z4, A4, Z5, A5, D1, D2, D3, D4, D5, gW1, gb1, gW2, gb2, gW3, gb3, gW4, gb4, gW5, gb5, t, epoch, lr):
     """Forward, loss; if the loss is finite: backward and the update from the parameters and
@@ -302,64 +302,67 @@ def _step(X, Y, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, Z1, A1, Z2, A2, Z3, A3, 
     return _batch_step(X, Y, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, Z1, A1, Z2, A2, Z3, A3, Z4, A4, Z5, A5, D1, D2, D3, D4, D5, gW1, gb1, gW2, gb2, gW3, gb3, gW4, gb4, gW5, gb5, t, epoch, lr)
 
 
-@numba.njit(**_JIT)
-def _train(X, Y, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, W4_out, b4_out, W5_out, b5_out, Z1, A1, Z2, A2, Z3, A3, Z4, A4, Z5, A5, D1, D2, D3, D4, D5, gW1, gb1, gW2, gb2, gW3, gb3, gW4, gb4, gW5, gb5, Xb, Yb, perm, history, gnorm, epochs, batch_size, shuffle, seed, t0, epoch0, lr):
-    """The whole run: epochs x mini-batches, fresh shuffle per epoch, in one compiled call.
-    Records the mean loss (history[e]) and the mean norm of each layer's weight gradient
-    (gnorm[e, l]) of every epoch, when gnorm has rows.
-    Returns (status, epoch, batch, steps, flip): status 1 when a batch loss was not finite
-    (then no update was made for it); flip 1 when the latest parameters are in the *_out buffers."""
-    n = X.shape[0]
-    B = min(batch_size, n)
-    nb = (n + B - 1) // B
-    t = t0
-    flip = 0
-    for e in range(epochs):
-        if shuffle:  # the stream of (seed, epoch): the row order
-            _shuffle_epoch(perm, seed, epoch0 + e)
-        track = e < gnorm.shape[0]
-        if track:
-            for l in range(gnorm.shape[1]):
-                gnorm[e, l] = 0.0
-        total = 0.0
-        for b in range(nb):
-            s = b * B
-            r = min(B, n - s)
-            if shuffle:
-                _gather(X, Y, perm, s, r, Xb, Yb)
-                xs = Xb[:r]
-                ys = Yb[:r]
-            else:  # the rows in order: the batch is a slice, no copy (~1.6 MB a step for large)
-                xs = X[s:s + r]
-                ys = Y[s:s + r]
-            # this step reads the parameters and state from one buffer and writes the other
-            if flip == 0:
-                value = _batch_step(xs, ys, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, W4_out, b4_out, W5_out, b5_out, Z1[:r], A1[:r], Z2[:r], A2[:r], Z3[:r], A3[:r], Z4[:r], A4[:r], Z5[:r], A5[:r], D1[:r], D2[:r], D3[:r], D4[:r], D5[:r], gW1, gb1, gW2, gb2, gW3, gb3, gW4, gb4, gW5, gb5, t + 1, epoch0 + e, lr)
-            else:
-                value = _batch_step(xs, ys, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, W4_out, b4_out, W5_out, b5_out, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, Z1[:r], A1[:r], Z2[:r], A2[:r], Z3[:r], A3[:r], Z4[:r], A4[:r], Z5[:r], A5[:r], D1[:r], D2[:r], D3[:r], D4[:r], D5[:r], gW1, gb1, gW2, gb2, gW3, gb3, gW4, gb4, gW5, gb5, t + 1, epoch0 + e, lr)
-            if not math.isfinite(value):
-                return 1, e, b, t - t0, flip
-            t += 1
-            flip = 1 - flip
-            total += value * r
-            if track:
-                gnorm[e, 0] += _norm(gW1) / nb
-                gnorm[e, 1] += _norm(gW2) / nb
-                gnorm[e, 2] += _norm(gW3) / nb
-                gnorm[e, 3] += _norm(gW4) / nb
-                gnorm[e, 4] += _norm(gW5) / nb
-        history[e] = total / n
-    return 0, epochs, 0, t - t0, flip
-
-
-@numba.njit(**_JIT_NRT, parallel=True)
-def _train_many(X, Y, W1s, b1s, W2s, b2s, W3s, b3s, W4s, b4s, W5s, b5s, W1_outs, b1_outs, W2_outs, b2_outs, W3_outs, b3_outs, W4_outs, b4_outs, W5_outs, b5_outs, Z1s, A1s, Z2s, A2s, Z3s, A3s, Z4s, A4s, Z5s, A5s, D1s, D2s, D3s, D4s, D5s, gW1s, gb1s, gW2s, gb2s, gW3s, gb3s, gW4s, gb4s, gW5s, gb5s, Xbs, Ybs, perms, historys, gnorms, epochs, batch_size, shuffle, seeds, t0, epoch0, results, lrs):
-    """_train for K independent runs (restarts, sweeps) at once, spread over the cores: every
-    per-run array, and every hyperparameter, has a leading axis of length K (run k trains with
-    its own values); results[k] = (status, epoch, batch, steps, flip)."""
-    for k in numba.prange(results.shape[0]):
-        status, epoch, batch, steps, flip = _train(X, Y, W1s[k], b1s[k], W2s[k], b2s[k], W3s[k], b3s[k], W4s[k], b4s[k], W5s[k], b5s[k], W1_outs[k], b1_outs[k], W2_outs[k], b2_outs[k], W3_outs[k], b3_outs[k], W4_outs[k], b4_outs[k], W5_outs[k], b5_outs[k], Z1s[k], A1s[k], Z2s[k], A2s[k], Z3s[k], A3s[k], Z4s[k], A4s[k], Z5s[k], A5s[k], D1s[k], D2s[k], D3s[k], D4s[k], D5s[k], gW1s[k], gb1s[k], gW2s[k], gb2s[k], gW3s[k], gb3s[k], gW4s[k], gb4s[k], gW5s[k], gb5s[k], Xbs[k], Ybs[k], perms[k], historys[k], gnorms[k], epochs, batch_size, shuffle, seeds[k], t0, epoch0, lrs[k])
-        results[k, 0], results[k, 1], results[k, 2], results[k, 3], results[k, 4] = status, epoch, batch, steps, flip
+@_rt.separate(__file__, "f2 f2 i i1 i i d1")
+@numba.njit(**_JIT_INNER)
+def _batch_at(X, Y, r, tab, t, epoch, hv):
+    """One step of train() and train_many(), whose loop is the runtime's (_rt._train_loop, compiled
+    once for every model): it calls this kernel through the address of its machine code, with the
+    batch's rows X, Y and the table row tab of this step's buffer direction: the address, rows and
+    columns of each array below (in _rt.API.layout's order); the work arrays are cut to the
+    batch's r rows. hv: the hyperparameters, in HYPER order."""
+    lr = hv[0]
+    W1 = _view2(tab, 0, X)
+    b1 = _view1(tab, 3, X)
+    W2 = _view2(tab, 6, X)
+    b2 = _view1(tab, 9, X)
+    W3 = _view2(tab, 12, X)
+    b3 = _view1(tab, 15, X)
+    W4 = _view2(tab, 18, X)
+    b4 = _view1(tab, 21, X)
+    W5 = _view2(tab, 24, X)
+    b5 = _view1(tab, 27, X)
+    W1_out = _view2(tab, 30, X)
+    b1_out = _view1(tab, 33, X)
+    W2_out = _view2(tab, 36, X)
+    b2_out = _view1(tab, 39, X)
+    W3_out = _view2(tab, 42, X)
+    b3_out = _view1(tab, 45, X)
+    W4_out = _view2(tab, 48, X)
+    b4_out = _view1(tab, 51, X)
+    W5_out = _view2(tab, 54, X)
+    b5_out = _view1(tab, 57, X)
+    Z1 = _rows2(tab, 60, r, X)
+    A1 = _rows2(tab, 63, r, X)
+    Z2 = _rows2(tab, 66, r, X)
+    A2 = _rows2(tab, 69, r, X)
+    Z3 = _rows2(tab, 72, r, X)
+    A3 = _rows2(tab, 75, r, X)
+    Z4 = _rows2(tab, 78, r, X)
+    A4 = _rows2(tab, 81, r, X)
+    Z5 = _rows2(tab, 84, r, X)
+    A5 = _rows2(tab, 87, r, X)
+    D1 = _rows2(tab, 90, r, X)
+    D2 = _rows2(tab, 93, r, X)
+    D3 = _rows2(tab, 96, r, X)
+    D4 = _rows2(tab, 99, r, X)
+    D5 = _rows2(tab, 102, r, X)
+    gW1 = _view2(tab, 105, X)
+    gb1 = _view1(tab, 108, X)
+    gW2 = _view2(tab, 111, X)
+    gb2 = _view1(tab, 114, X)
+    gW3 = _view2(tab, 117, X)
+    gb3 = _view1(tab, 120, X)
+    gW4 = _view2(tab, 123, X)
+    gb4 = _view1(tab, 126, X)
+    gW5 = _view2(tab, 129, X)
+    gb5 = _view1(tab, 132, X)
+    _forward(X, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, Z1, A1, Z2, A2, Z3, A3, Z4, A4, Z5, A5)
+    value = _loss(Z5, A5, Y, D5)
+    if not math.isfinite(value):
+        return value
+    _backward(X, Y, W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, Z1, A1, Z2, A2, Z3, A3, Z4, A4, Z5, A5, D1, D2, D3, D4, D5, gW1, gb1, gW2, gb2, gW3, gb3, gW4, gb4, gW5, gb5)
+    _update(W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, W4_out, b4_out, W5_out, b5_out, gW1, gb1, gW2, gb2, gW3, gb3, gW4, gb4, gW5, gb5, t, epoch, lr)
+    return value
 
 
 # --------------------------------------------------------------------------- Python API
@@ -390,21 +393,14 @@ def _call_step(arrays, state, X, Y, Zs, As, Ds, Hs, Ms, grads, t, epoch, hv):
     return _step(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], arrays[7], arrays[8], arrays[9], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Zs[3], As[3], Zs[4], As[4], Ds[0], Ds[1], Ds[2], Ds[3], Ds[4], grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7], grads[8], grads[9], t, epoch, *hv)
 
 
-def _call_train(arrays, outs, grads, state, state_out, X, Y, Zs, As, Ds, Hs, Ms, Xb, Yb, perm, history, gnorm,
-                epochs, batch_size, shuffle, seed, t0, epoch0, hv):
-    return _train(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], arrays[7], arrays[8], arrays[9], outs[0], outs[1], outs[2], outs[3], outs[4], outs[5], outs[6], outs[7], outs[8], outs[9], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Zs[3], As[3], Zs[4], As[4], Ds[0], Ds[1], Ds[2], Ds[3], Ds[4], grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7], grads[8], grads[9], Xb, Yb, perm, history, gnorm, epochs, batch_size, bool(shuffle), seed, t0, epoch0, *hv)
-
-
-def _call_train_many(arrays, outs, grads, state, state_out, X, Y, Zs, As, Ds, Hs, Ms, Xb, Yb, perm, history,
-                     gnorm, epochs, batch_size, shuffle, seed, t0, epoch0, results, hv):
-    _train_many(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], arrays[7], arrays[8], arrays[9], outs[0], outs[1], outs[2], outs[3], outs[4], outs[5], outs[6], outs[7], outs[8], outs[9], Zs[0], As[0], Zs[1], As[1], Zs[2], As[2], Zs[3], As[3], Zs[4], As[4], Ds[0], Ds[1], Ds[2], Ds[3], Ds[4], grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7], grads[8], grads[9], Xb, Yb, perm, history, gnorm, epochs, batch_size, bool(shuffle), seed, t0, epoch0, results, *hv)
+def _entry(dtype):
+    return _rt.entry(_batch_at, dtype)
 
 
 _api = _rt.API(name="activations", SPEC=SPEC, PARAM_NAMES=PARAM_NAMES, HYPER=HYPER, HYPER_RANGES=HYPER_RANGES,
                STATE_NAMES=STATE_NAMES, SCALAR_STATE=SCALAR_STATE, INIT=INIT, DROPOUT=DROPOUT,
-               KERNELS=(_forward, _loss, _backward, _update, _batch_step), state_init=_state_init,
-               forward=_call_forward, loss=_call_loss, gradients=_call_gradients, step=_call_step, train=_call_train,
-               train_many=_call_train_many)
+               KERNELS=(_forward, _loss, _backward, _update, _batch_at), state_init=_state_init,
+               forward=_call_forward, loss=_call_loss, gradients=_call_gradients, step=_call_step, entry=_entry)
 
 
 def init_params(seed=0, dtype=np.float64, init=None, widths=None):

@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_amsgrad` prints the whole derivation):
     update.vmax: vmax <- Max(v, vmax)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(vmax)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=xor_amsgrad template=module.py.j2 spec-hash=74943dd789f1bbef runtime=7c8492df686181d9 generator=0e05f73271d8
+# derive: spec=derive.toml model=xor_amsgrad template=module.py.j2 spec-hash=74943dd789f1bbef runtime=c4f451405b70cd8e generator=f1ebf57e509c
 
 import math
 
@@ -32,24 +32,25 @@ if __package__:
     from . import _kernel_runtime as _rt
 else:  # loaded from its file path, outside its package: the runtime is the file beside it
     import importlib.util as _util, pathlib as _pathlib, sys as _sys  # noqa: E401
-    _rt = _sys.modules.get("_kernel_runtime_7c8492df686181d9")
+    _rt = _sys.modules.get("_kernel_runtime_c4f451405b70cd8e")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_7c8492df686181d9",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_c4f451405b70cd8e",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "7c8492df686181d9")
+RUNTIME = (1, "c4f451405b70cd8e")
 _rt.check(*RUNTIME, __name__)
 
-# The runtime's helpers these kernels call. Products and the training loop's pieces run the
-# runtime's shared compiled code (compiled once per machine, not with each model); the element
-# functions (exp, tanh, ...) are inlined into the loops below, so that they vectorise. The kernels
-# marked @_rt.separate are compiled on their own and called through a symbol (see _rt.separate).
+# The runtime's helpers these kernels call. Products run the runtime's shared compiled code
+# (compiled once per machine, not with each model), as does the training loop, which calls this
+# model's _batch_at; the element functions (exp, tanh, ...) are inlined into the loops below, so
+# that they vectorise. The kernels marked @_rt.separate are compiled on their own and called
+# through a symbol (see _rt.separate).
 _JIT, _JIT_INNER, _JIT_NRT = _rt._JIT, _rt._JIT_INNER, _rt._JIT_NRT
 _mm, _mm_relu, _mm_tn, _mm_nt = _rt.mm, _rt.mm_relu, _rt.mm_tn, _rt.mm_nt
-_gather, _norm, _shuffle_epoch, _seed_epoch = _rt.gather, _rt.norm, _rt.shuffle_epoch, _rt.seed_epoch
+_view1, _view2, _rows2 = _rt.view1, _rt.view2, _rt.rows2
 _flat, _mask, _exp, _tanh, _log, _log1p, _softplus = (
     _rt._flat, _rt._mask, _rt._exp, _rt._tanh, _rt._log, _rt._log1p, _rt._softplus)
 
@@ -225,7 +226,6 @@ def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, 
     _update_one(b2, b2_out, gb2, m_b2, m_b2_out, v_b2, v_b2_out, vmax_b2, vmax_b2_out, t, epoch, clip_coef, lr, beta1, beta2, eps, factors)
 
 
-@_rt.separate(__file__, "f2 f2 f2 f1 f2 f1 f2 f1 f2 f1 f2 f2 f2 f2 f2 f2 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 f2 f1 i i d d d d")
 @numba.njit(**_JIT_INNER)
 def _batch_step(X, Y, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2, m_W1, m_b1, m_W2, m_b2, v_W1, v_b1, v_W2, v_b2, vmax_W1, vmax_b1, vmax_W2, vmax_b2, m_W1_out, m_b1_out, m_W2_out, m_b2_out, v_W1_out, v_b1_out, v_W2_out, v_b2_out, vmax_W1_out, vmax_b1_out, vmax_W2_out, vmax_b2_out, t, epoch, lr, beta1, beta2, eps):
     """Forward, loss; if the loss is finite: backward and the update from the parameters and
@@ -244,61 +244,67 @@ def _step(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2, m_W1
     return _batch_step(X, Y, W1, b1, W2, b2, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2, m_W1, m_b1, m_W2, m_b2, v_W1, v_b1, v_W2, v_b2, vmax_W1, vmax_b1, vmax_W2, vmax_b2, m_W1, m_b1, m_W2, m_b2, v_W1, v_b1, v_W2, v_b2, vmax_W1, vmax_b1, vmax_W2, vmax_b2, t, epoch, lr, beta1, beta2, eps)
 
 
-@numba.njit(**_JIT)
-def _train(X, Y, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2, m_W1, m_b1, m_W2, m_b2, v_W1, v_b1, v_W2, v_b2, vmax_W1, vmax_b1, vmax_W2, vmax_b2, m_W1_out, m_b1_out, m_W2_out, m_b2_out, v_W1_out, v_b1_out, v_W2_out, v_b2_out, vmax_W1_out, vmax_b1_out, vmax_W2_out, vmax_b2_out, Xb, Yb, perm, history, gnorm, epochs, batch_size, shuffle, seed, t0, epoch0, lr, beta1, beta2, eps):
-    """The whole run: epochs x mini-batches, fresh shuffle per epoch, in one compiled call.
-    Records the mean loss (history[e]) and the mean norm of each layer's weight gradient
-    (gnorm[e, l]) of every epoch, when gnorm has rows.
-    Returns (status, epoch, batch, steps, flip): status 1 when a batch loss was not finite
-    (then no update was made for it); flip 1 when the latest parameters are in the *_out buffers."""
-    n = X.shape[0]
-    B = min(batch_size, n)
-    nb = (n + B - 1) // B
-    t = t0
-    flip = 0
-    for e in range(epochs):
-        if shuffle:  # the stream of (seed, epoch): the row order
-            _shuffle_epoch(perm, seed, epoch0 + e)
-        track = e < gnorm.shape[0]
-        if track:
-            for l in range(gnorm.shape[1]):
-                gnorm[e, l] = 0.0
-        total = 0.0
-        for b in range(nb):
-            s = b * B
-            r = min(B, n - s)
-            if shuffle:
-                _gather(X, Y, perm, s, r, Xb, Yb)
-                xs = Xb[:r]
-                ys = Yb[:r]
-            else:  # the rows in order: the batch is a slice, no copy (~1.6 MB a step for large)
-                xs = X[s:s + r]
-                ys = Y[s:s + r]
-            # this step reads the parameters and state from one buffer and writes the other
-            if flip == 0:
-                value = _batch_step(xs, ys, W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, Z1[:r], A1[:r], Z2[:r], A2[:r], D1[:r], D2[:r], gW1, gb1, gW2, gb2, m_W1, m_b1, m_W2, m_b2, v_W1, v_b1, v_W2, v_b2, vmax_W1, vmax_b1, vmax_W2, vmax_b2, m_W1_out, m_b1_out, m_W2_out, m_b2_out, v_W1_out, v_b1_out, v_W2_out, v_b2_out, vmax_W1_out, vmax_b1_out, vmax_W2_out, vmax_b2_out, t + 1, epoch0 + e, lr, beta1, beta2, eps)
-            else:
-                value = _batch_step(xs, ys, W1_out, b1_out, W2_out, b2_out, W1, b1, W2, b2, Z1[:r], A1[:r], Z2[:r], A2[:r], D1[:r], D2[:r], gW1, gb1, gW2, gb2, m_W1_out, m_b1_out, m_W2_out, m_b2_out, v_W1_out, v_b1_out, v_W2_out, v_b2_out, vmax_W1_out, vmax_b1_out, vmax_W2_out, vmax_b2_out, m_W1, m_b1, m_W2, m_b2, v_W1, v_b1, v_W2, v_b2, vmax_W1, vmax_b1, vmax_W2, vmax_b2, t + 1, epoch0 + e, lr, beta1, beta2, eps)
-            if not math.isfinite(value):
-                return 1, e, b, t - t0, flip
-            t += 1
-            flip = 1 - flip
-            total += value * r
-            if track:
-                gnorm[e, 0] += _norm(gW1) / nb
-                gnorm[e, 1] += _norm(gW2) / nb
-        history[e] = total / n
-    return 0, epochs, 0, t - t0, flip
-
-
-@numba.njit(**_JIT_NRT, parallel=True)
-def _train_many(X, Y, W1s, b1s, W2s, b2s, W1_outs, b1_outs, W2_outs, b2_outs, Z1s, A1s, Z2s, A2s, D1s, D2s, gW1s, gb1s, gW2s, gb2s, m_W1s, m_b1s, m_W2s, m_b2s, v_W1s, v_b1s, v_W2s, v_b2s, vmax_W1s, vmax_b1s, vmax_W2s, vmax_b2s, m_W1_outs, m_b1_outs, m_W2_outs, m_b2_outs, v_W1_outs, v_b1_outs, v_W2_outs, v_b2_outs, vmax_W1_outs, vmax_b1_outs, vmax_W2_outs, vmax_b2_outs, Xbs, Ybs, perms, historys, gnorms, epochs, batch_size, shuffle, seeds, t0, epoch0, results, lrs, beta1s, beta2s, epss):
-    """_train for K independent runs (restarts, sweeps) at once, spread over the cores: every
-    per-run array, and every hyperparameter, has a leading axis of length K (run k trains with
-    its own values); results[k] = (status, epoch, batch, steps, flip)."""
-    for k in numba.prange(results.shape[0]):
-        status, epoch, batch, steps, flip = _train(X, Y, W1s[k], b1s[k], W2s[k], b2s[k], W1_outs[k], b1_outs[k], W2_outs[k], b2_outs[k], Z1s[k], A1s[k], Z2s[k], A2s[k], D1s[k], D2s[k], gW1s[k], gb1s[k], gW2s[k], gb2s[k], m_W1s[k], m_b1s[k], m_W2s[k], m_b2s[k], v_W1s[k], v_b1s[k], v_W2s[k], v_b2s[k], vmax_W1s[k], vmax_b1s[k], vmax_W2s[k], vmax_b2s[k], m_W1_outs[k], m_b1_outs[k], m_W2_outs[k], m_b2_outs[k], v_W1_outs[k], v_b1_outs[k], v_W2_outs[k], v_b2_outs[k], vmax_W1_outs[k], vmax_b1_outs[k], vmax_W2_outs[k], vmax_b2_outs[k], Xbs[k], Ybs[k], perms[k], historys[k], gnorms[k], epochs, batch_size, shuffle, seeds[k], t0, epoch0, lrs[k], beta1s[k], beta2s[k], epss[k])
-        results[k, 0], results[k, 1], results[k, 2], results[k, 3], results[k, 4] = status, epoch, batch, steps, flip
+@_rt.separate(__file__, "f2 f2 i i1 i i d1")
+@numba.njit(**_JIT_INNER)
+def _batch_at(X, Y, r, tab, t, epoch, hv):
+    """One step of train() and train_many(), whose loop is the runtime's (_rt._train_loop, compiled
+    once for every model): it calls this kernel through the address of its machine code, with the
+    batch's rows X, Y and the table row tab of this step's buffer direction: the address, rows and
+    columns of each array below (in _rt.API.layout's order); the work arrays are cut to the
+    batch's r rows. hv: the hyperparameters, in HYPER order."""
+    lr = hv[0]
+    beta1 = hv[1]
+    beta2 = hv[2]
+    eps = hv[3]
+    W1 = _view2(tab, 0, X)
+    b1 = _view1(tab, 3, X)
+    W2 = _view2(tab, 6, X)
+    b2 = _view1(tab, 9, X)
+    W1_out = _view2(tab, 12, X)
+    b1_out = _view1(tab, 15, X)
+    W2_out = _view2(tab, 18, X)
+    b2_out = _view1(tab, 21, X)
+    Z1 = _rows2(tab, 24, r, X)
+    A1 = _rows2(tab, 27, r, X)
+    Z2 = _rows2(tab, 30, r, X)
+    A2 = _rows2(tab, 33, r, X)
+    D1 = _rows2(tab, 36, r, X)
+    D2 = _rows2(tab, 39, r, X)
+    gW1 = _view2(tab, 42, X)
+    gb1 = _view1(tab, 45, X)
+    gW2 = _view2(tab, 48, X)
+    gb2 = _view1(tab, 51, X)
+    m_W1 = _view2(tab, 54, X)
+    m_b1 = _view1(tab, 57, X)
+    m_W2 = _view2(tab, 60, X)
+    m_b2 = _view1(tab, 63, X)
+    v_W1 = _view2(tab, 66, X)
+    v_b1 = _view1(tab, 69, X)
+    v_W2 = _view2(tab, 72, X)
+    v_b2 = _view1(tab, 75, X)
+    vmax_W1 = _view2(tab, 78, X)
+    vmax_b1 = _view1(tab, 81, X)
+    vmax_W2 = _view2(tab, 84, X)
+    vmax_b2 = _view1(tab, 87, X)
+    m_W1_out = _view2(tab, 90, X)
+    m_b1_out = _view1(tab, 93, X)
+    m_W2_out = _view2(tab, 96, X)
+    m_b2_out = _view1(tab, 99, X)
+    v_W1_out = _view2(tab, 102, X)
+    v_b1_out = _view1(tab, 105, X)
+    v_W2_out = _view2(tab, 108, X)
+    v_b2_out = _view1(tab, 111, X)
+    vmax_W1_out = _view2(tab, 114, X)
+    vmax_b1_out = _view1(tab, 117, X)
+    vmax_W2_out = _view2(tab, 120, X)
+    vmax_b2_out = _view1(tab, 123, X)
+    _forward(X, W1, b1, W2, b2, Z1, A1, Z2, A2)
+    value = _loss(Z2, A2, Y, D2)
+    if not math.isfinite(value):
+        return value
+    _backward(X, Y, W1, b1, W2, b2, Z1, A1, Z2, A2, D1, D2, gW1, gb1, gW2, gb2)
+    _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, m_W1, m_b1, m_W2, m_b2, v_W1, v_b1, v_W2, v_b2, vmax_W1, vmax_b1, vmax_W2, vmax_b2, m_W1_out, m_b1_out, m_W2_out, m_b2_out, v_W1_out, v_b1_out, v_W2_out, v_b2_out, vmax_W1_out, vmax_b1_out, vmax_W2_out, vmax_b2_out, t, epoch, lr, beta1, beta2, eps)
+    return value
 
 
 # --------------------------------------------------------------------------- Python API
@@ -329,21 +335,14 @@ def _call_step(arrays, state, X, Y, Zs, As, Ds, Hs, Ms, grads, t, epoch, hv):
     return _step(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], Zs[0], As[0], Zs[1], As[1], Ds[0], Ds[1], grads[0], grads[1], grads[2], grads[3], state['m_W1'], state['m_b1'], state['m_W2'], state['m_b2'], state['v_W1'], state['v_b1'], state['v_W2'], state['v_b2'], state['vmax_W1'], state['vmax_b1'], state['vmax_W2'], state['vmax_b2'], t, epoch, *hv)
 
 
-def _call_train(arrays, outs, grads, state, state_out, X, Y, Zs, As, Ds, Hs, Ms, Xb, Yb, perm, history, gnorm,
-                epochs, batch_size, shuffle, seed, t0, epoch0, hv):
-    return _train(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], outs[0], outs[1], outs[2], outs[3], Zs[0], As[0], Zs[1], As[1], Ds[0], Ds[1], grads[0], grads[1], grads[2], grads[3], state['m_W1'], state['m_b1'], state['m_W2'], state['m_b2'], state['v_W1'], state['v_b1'], state['v_W2'], state['v_b2'], state['vmax_W1'], state['vmax_b1'], state['vmax_W2'], state['vmax_b2'], state_out['m_W1'], state_out['m_b1'], state_out['m_W2'], state_out['m_b2'], state_out['v_W1'], state_out['v_b1'], state_out['v_W2'], state_out['v_b2'], state_out['vmax_W1'], state_out['vmax_b1'], state_out['vmax_W2'], state_out['vmax_b2'], Xb, Yb, perm, history, gnorm, epochs, batch_size, bool(shuffle), seed, t0, epoch0, *hv)
-
-
-def _call_train_many(arrays, outs, grads, state, state_out, X, Y, Zs, As, Ds, Hs, Ms, Xb, Yb, perm, history,
-                     gnorm, epochs, batch_size, shuffle, seed, t0, epoch0, results, hv):
-    _train_many(X, Y, arrays[0], arrays[1], arrays[2], arrays[3], outs[0], outs[1], outs[2], outs[3], Zs[0], As[0], Zs[1], As[1], Ds[0], Ds[1], grads[0], grads[1], grads[2], grads[3], state['m_W1'], state['m_b1'], state['m_W2'], state['m_b2'], state['v_W1'], state['v_b1'], state['v_W2'], state['v_b2'], state['vmax_W1'], state['vmax_b1'], state['vmax_W2'], state['vmax_b2'], state_out['m_W1'], state_out['m_b1'], state_out['m_W2'], state_out['m_b2'], state_out['v_W1'], state_out['v_b1'], state_out['v_W2'], state_out['v_b2'], state_out['vmax_W1'], state_out['vmax_b1'], state_out['vmax_W2'], state_out['vmax_b2'], Xb, Yb, perm, history, gnorm, epochs, batch_size, bool(shuffle), seed, t0, epoch0, results, *hv)
+def _entry(dtype):
+    return _rt.entry(_batch_at, dtype)
 
 
 _api = _rt.API(name="xor_amsgrad", SPEC=SPEC, PARAM_NAMES=PARAM_NAMES, HYPER=HYPER, HYPER_RANGES=HYPER_RANGES,
                STATE_NAMES=STATE_NAMES, SCALAR_STATE=SCALAR_STATE, INIT=INIT, DROPOUT=DROPOUT,
-               KERNELS=(_forward, _loss, _backward, _update, _batch_step), state_init=_state_init,
-               forward=_call_forward, loss=_call_loss, gradients=_call_gradients, step=_call_step, train=_call_train,
-               train_many=_call_train_many)
+               KERNELS=(_forward, _loss, _backward, _update, _batch_at), state_init=_state_init,
+               forward=_call_forward, loss=_call_loss, gradients=_call_gradients, step=_call_step, entry=_entry)
 
 
 def init_params(seed=0, dtype=np.float64, init=None, widths=None):

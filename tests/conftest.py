@@ -58,7 +58,7 @@ def pure_python(module):
     """Swap the module's Numba kernels for their Python functions (no compilation): the same
     generated source, run by the interpreter. Nested kernel calls resolve to the swapped names."""
     for attr in ("_forward", "_loss", "_backward", "_penalty", "_regularize", "_factors", "_update_one", "_update",
-                 "_batch_step", "_step", "_train", "_train_many"):
+                 "_batch_step", "_step", "_batch_at"):
         kernel = getattr(module, attr, None)
         if kernel is not None and hasattr(kernel, "py_func"):
             setattr(module, attr, kernel.py_func)

@@ -190,15 +190,7 @@ def render_module(d: Derivation) -> str:
         "update": [*P, *out(P), *G, *ST, *out(ST), *SC, *out(SC), "t", "epoch", *H],
         "batch": ["X", "Y", *P, *out(P), *ZA, *DROP, *D, *G, *ST, *out(ST), *SC, *out(SC), "t", "epoch", *H],
         "step": ["X", "Y", *P, *ZA, *DROP, *D, *G, *ST, *SC, "t", "epoch", *H],
-        "train": ["X", "Y", *P, *out(P), *ZA, *D, *G, *ST, *out(ST), *SC, *out(SC), "Xb", "Yb", "perm",
-                  "history", "gnorm", "epochs", "batch_size", "shuffle", "seed", "t0", "epoch0", *H],
     }
-    # _train_many: every array that belongs to one run gets a leading run axis (name + "s"), and
-    # so does every hyperparameter: each run has its own values (lrs[k], ...), after `results`.
-    shared = {"X", "Y", "epochs", "batch_size", "shuffle", "t0", "epoch0"}
-    args["many"] = ([n if n in shared else f"{n}s" for n in args["train"] if n not in H] + ["results"]
-                    + [f"{h}s" for h in H])
-    many_call = ", ".join(n if n in shared else f"{n}s[k]" for n in args["train"])
     py = {"X": "X", "Y": "Y"}
     py.update({p: f"arrays[{i}]" for i, p in enumerate(P)})
     py.update({f"{p}_out": f"outs[{i}]" for i, p in enumerate(P)})
@@ -207,9 +199,7 @@ def render_module(d: Derivation) -> str:
     py.update({f"{name}_out": f"state_out[{name!r}]" for name in ST})
     py.update({f"{n}_state": f"state[{n!r}]" for n in rule_eqs.scalar_state})
     py.update({f"{n}_state_out": f"state_out[{n!r}]" for n in rule_eqs.scalar_state})
-    py.update({k: k for k in ("t", "epoch", "Xb", "Yb", "perm", "history", "gnorm", "epochs", "batch_size", "seed",
-                              "t0", "drop")})
-    py.update({"shuffle": "bool(shuffle)", "epoch0": "epoch0"})
+    py.update({k: k for k in ("t", "epoch", "drop")})
     for l in range(1, L + 1):
         py.update({f"Z{l}": f"Zs[{l - 1}]", f"A{l}": f"As[{l - 1}]", f"D{l}": f"Ds[{l - 1}]",
                    f"H{l}": f"Hs[{l - 1}]", f"M{l}": f"Ms[{l - 1}]"})
@@ -228,29 +218,25 @@ def render_module(d: Derivation) -> str:
             last = last[1:]
         return "f1" if last in P and last.startswith("b") else "f2"
 
-    batch_codes = " ".join(code(n) for n in args["batch"])
     kernel_codes = {kind: " ".join(code(n) for n in args[kind]) for kind in ("forward", "backward", "update")}
 
     def call(kind: str) -> str:
         names = [("1" if kind == "step" else "0") if n == "drop" else py[n] for n in args[kind] if n not in H]
-        return ", ".join(names + (["*hv"] if kind in ("update", "step", "train") and H else []))
+        return ", ".join(names + (["*hv"] if kind in ("update", "step") and H else []))
 
     # _step is _batch_step in place: each *_out buffer is its input buffer.
     in_place = {f"{n}_out": n for n in [*P, *ST, *SC]}
     step_batch_call = ", ".join(in_place.get(n, n) for n in args["batch"])
-    # _train alternates the buffers and passes views of the first r rows of the workspaces; xs, ys
-    # are the batch's rows (gathered into Xb, Yb when shuffling, else a slice of X, Y). Two call
-    # sites of _batch_step, one per direction: it is called through a symbol (not linked in), so
-    # each is one call instruction (choosing the buffers first, by a select per array, took
-    # LLVM 0.2 s more to optimise for Adam's 18 buffers).
-    buffered = [*P, *ST, *SC]
-    rows = {n: f"{n}[:r]" for n in ZA + D}
-    rows.update({"X": "xs", "Y": "ys", "t": "t + 1", "epoch": "epoch0 + e", "drop": "1"})
-    swapped = dict(rows)
-    swapped.update({n: f"{n}_out" for n in buffered})
-    swapped.update({f"{n}_out": n for n in buffered})
-    train_step_call = ", ".join(rows.get(n, n) for n in args["batch"])
-    train_step_call_swapped = ", ".join(swapped.get(n, n) for n in args["batch"])
+    # _batch_at: _batch_step on the arrays of a table row (the runtime's training loop alternates
+    # the rows, and so the buffers), each array's entry three int64 (address, rows, columns), in
+    # the order of _rt.API.layout: _batch_step's arrays; the work arrays cut to the batch's rows.
+    at_lines = (["drop = 1"] if drops else []) + [f"{h} = hv[{i}]" for i, h in enumerate(H)]
+    entries = [n for n in args["batch"] if n not in ("X", "Y", "drop", "t", "epoch", *H)]
+    for k, n in enumerate(entries):
+        kind = code(n)
+        view = "_view1(tab, {}, hv)" if kind == "d1" else "_view1(tab, {}, X)" if kind == "f1" else \
+            "_rows2(tab, {}, r, X)" if n in ZA or n in D else "_view2(tab, {}, X)"
+        at_lines.append(f"{n} = {view.format(3 * k)}")
 
     reg_call = "".join(f", hd[{k!r}]" for k, _ in model.regularization if k in ("l1", "l2"))
 
@@ -376,17 +362,9 @@ def render_module(d: Derivation) -> str:
         "backward_call": call("backward"),
         "step_call": call("step"),
         "batch_args": ", ".join(args["batch"]),
-        "batch_codes": batch_codes,
         "kernel_codes": kernel_codes,
-        "train_args": ", ".join(args["train"]),
         "step_batch_call": step_batch_call,
-        "train_step_call": train_step_call,
-        "train_step_call_swapped": train_step_call_swapped,
-        "train_call": call("train"),
-        # train_many() names its stacked arrays as train() names the single ones
-        "many_py_call": ", ".join([py[n] for n in args["train"] if n not in H] + ["results"] + (["*hv"] if H else [])),
-        "many_args": ", ".join(args["many"]),
-        "many_call": many_call,
+        "at_lines": at_lines,
         "dropout": bool(drops),
         "dropout_repr": repr(tuple(dropout_rate(model, l) for l in range(1, L))),
         "register_z_repr": repr(tuple(layer["l"] for layer in layers if layer["relu"])),
