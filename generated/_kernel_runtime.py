@@ -10,7 +10,10 @@ What is here:
 * the kernel helpers the models' kernels call: matrix products in register tiles, BLAS and
   small loops (:func:`_mm`, :func:`_mm_relu`, :func:`_mm_tn`, :func:`_mm_nt`), vectorisable element
   functions (:func:`_exp`, :func:`_tanh`, :func:`_log`, :func:`_log1p`, :func:`_softplus`,
-  :func:`_mask`) and the training loop's own pieces (shuffling, gathering a batch's rows, norms);
+  :func:`_mask`);
+* the training loop of every model (:func:`_train_loop`, :func:`_train_many_loop`: epochs,
+  shuffles, batches, loss history, gradient norms), which calls a model's step, its kernel
+  ``_batch_at``, through the address of its machine code (:func:`call_at`);
 * :class:`API`, the Python side of every model (array checks, work arrays, init schemes,
   ``train``/``train_many`` plumbing), which a model module binds to its own kernels;
 * how the two meet without compiling the same code twice (below).
@@ -18,7 +21,7 @@ What is here:
 **Compiled once, shared.** Numba links a jitted function that a kernel calls into that kernel and
 optimises it again there, so calling the products as ordinary jitted functions would compile them
 anew inside every model (xor's first `train` took 19.1 s from an empty cache that way; its own
-kernels now take 3.1 s). Instead the products and the loop pieces are *shared*: each is
+kernels now take 3.1 s). Instead the products are *shared*: each is
 compiled here once per signature (cached on disk like any ``cache=True`` function), its machine
 code is registered with LLVM under a stable symbol name (``derive_<sha>_<name>_<types>``, see
 :func:`link`), and the models' kernels call that symbol
@@ -67,7 +70,7 @@ with open(__file__, "rb") as _fh:
     SHA = hashlib.sha256(_fh.read()).hexdigest()[:16]
 del _fh
 
-#: Kernels that allocate (permutations) or run in parallel (a model's _train_many) keep Numba's
+#: Kernels that allocate (permutations) or run in parallel (_train_many_loop) keep Numba's
 #: reference counting; the others run without it (see the kernel helpers below).
 _JIT_NRT = {"cache": True, "error_model": "numpy", "nogil": True}
 _JIT = dict(_JIT_NRT, _nrt=False)
@@ -1336,12 +1339,14 @@ def _file_key(path):
 def separate(path, codes):
     """Decorator for a model kernel that its callers call through a stable symbol, as they call
     the runtime's shared functions, instead of linking its code into theirs: Numba optimises a
-    caller together with everything linked into it, so _train, linked with _batch_step and all it
-    calls, spent about 1.5 s of a new model's first train() optimising that code again. codes: the
+    caller together with everything linked into it (a model's training loop, when it linked its
+    step and all the step calls, spent about 1.5 s of a new model's first train() optimising that
+    code again). codes: the
     kernel's argument codes (_ARGS, the arrays in the model's float dtype); path: the model
     module's file, whose content hash names the symbols (a rebuilt module gets new ones). The
     returned function has link(dtype), which the model's API calls before its kernels run (their
-    cached code refers to the symbol), and py_func, the kernel as Python."""
+    cached code refers to the symbol), address(dtype), the address of its machine code (what the
+    training loop calls), and py_func, the kernel as Python."""
     prefix = _file_key(path)
 
     def wrap(impl):
@@ -1386,10 +1391,6 @@ mm = _shared(_mm, "f2 f2 f1 f2")
 mm_relu = _shared(_mm_relu, "f2 f2 f1 f2")
 mm_tn = _shared(_mm_tn, "f2 f2 f2 f1")
 mm_nt = _shared(_mm_nt, "f2 f2 f2")
-gather = _shared(_gather, "f2 f2 i1 i i f2 f2")
-norm = _shared(_norm, "f2")
-shuffle_epoch = _shared(_shuffle_epoch, "i1 i i")
-seed_epoch = _shared(_seed_epoch, "i i")
 
 
 # --------------------------------------------------------------------------- the training loop
@@ -2004,11 +2005,22 @@ class API:
         gnorm = _nans((epochs if grad_norms else 0, len(self.PARAM_NAMES) // 2))
         t0 = int(state["t"])
         epoch0 = int(state["epoch"])
-        tab = self.table(self.layout(arrays, outs, grads, state, state_out, Zs, As, Ds, Hs, Ms))
+        # the table of the last call in this thread, when its arrays are these (a train() of a
+        # tiny network in a loop: building it took 5-15 us a call)
+        user = (*arrays, *[state[k] for k in self.state_keys])
+        last = getattr(_SCRATCH, "table", None)
+        if last is not None and last[0] is Zs and len(last[1]) == len(user) and \
+                all(a is b for a, b in zip(last[1], user)):
+            tab = last[2]
+        else:
+            tab = self.table(self.layout(arrays, outs, grads, state, state_out, Zs, As, Ds, Hs, Ms))
+            last = _SCRATCH.table = (Zs, user, tab, None, None)
+        if last[3] != hv:
+            last = _SCRATCH.table = (*last[:3], hv, np.array(hv, dtype=np.float64))
         fn = self.entry(arrays[0].dtype)
         status, epoch, batch, steps, flip = (_train_loop.py_func if callable(fn) else _train_loop)(
             fn, X, Y, tab, Xb, Yb, perm, history, gnorm, self.gw, epochs, batch_size, bool(shuffle), self.seeded,
-            seed, t0, epoch0, np.array(hv, dtype=np.float64))
+            seed, t0, epoch0, last[4])
         return self.finish(arrays, outs, state, state_out, history, gnorm, epochs, t0, status, epoch, batch, steps,
                            flip)
 
