@@ -1226,7 +1226,7 @@ _ARGS = {"f1": (1, None), "f2": (2, None), "i1": (1, numba.int64), "i": (0, numb
 #: -> True once registered in this process.
 _SHARED = {}
 _LINKED = {}
-_LINK_LOCK = threading.Lock()
+_LINK_LOCK = threading.RLock()  # (re-entered when a kernel compiled for its symbol calls another)
 
 
 def _declared(codes, dtype):
