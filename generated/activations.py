@@ -37,7 +37,7 @@ Equations, as computed (`derive show activations` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=activations template=module.py.j2 spec-hash=3ce340ec0f40a410 runtime=f94683fba83319b3 generator=f1ebf57e509c
+# derive: spec=derive.toml model=activations template=module.py.j2 spec-hash=3ce340ec0f40a410 runtime=f94683fba83319b3 generator=8d011b494f5c
 
 import math
 
@@ -272,16 +272,16 @@ def _update_one(P, Q, G, t, epoch, clip_coef, lr, factors):
 def _update(W1, b1, W2, b2, W3, b3, W4, b4, W5, b5, W1_out, b1_out, W2_out, b2_out, W3_out, b3_out, W4_out, b4_out, W5_out, b5_out, gW1, gb1, gW2, gb2, gW3, gb3, gW4, gb4, gW5, gb5, t, epoch, lr):
     clip_coef = 1.0
     factors = _factors(t, epoch, clip_coef, lr)
-    _update_one(W1, W1_out, gW1, t, epoch, clip_coef, lr, factors)
-    _update_one(b1, b1_out, gb1, t, epoch, clip_coef, lr, factors)
-    _update_one(W2, W2_out, gW2, t, epoch, clip_coef, lr, factors)
-    _update_one(b2, b2_out, gb2, t, epoch, clip_coef, lr, factors)
-    _update_one(W3, W3_out, gW3, t, epoch, clip_coef, lr, factors)
-    _update_one(b3, b3_out, gb3, t, epoch, clip_coef, lr, factors)
-    _update_one(W4, W4_out, gW4, t, epoch, clip_coef, lr, factors)
-    _update_one(b4, b4_out, gb4, t, epoch, clip_coef, lr, factors)
-    _update_one(W5, W5_out, gW5, t, epoch, clip_coef, lr, factors)
-    _update_one(b5, b5_out, gb5, t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(W1), _flat(W1_out), _flat(gW1), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(b1), _flat(b1_out), _flat(gb1), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(W2), _flat(W2_out), _flat(gW2), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(b2), _flat(b2_out), _flat(gb2), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(W3), _flat(W3_out), _flat(gW3), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(b3), _flat(b3_out), _flat(gb3), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(W4), _flat(W4_out), _flat(gW4), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(b4), _flat(b4_out), _flat(gb4), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(W5), _flat(W5_out), _flat(gW5), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(b5), _flat(b5_out), _flat(gb5), t, epoch, clip_coef, lr, factors)
 
 
 @numba.njit(**_JIT_INNER)

@@ -24,7 +24,7 @@ Equations, as computed (`derive show breast_cancer` prints the whole derivation)
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=breast_cancer template=module.py.j2 spec-hash=a1ba572489ee19b6 runtime=f94683fba83319b3 generator=f1ebf57e509c
+# derive: spec=derive.toml model=breast_cancer template=module.py.j2 spec-hash=a1ba572489ee19b6 runtime=f94683fba83319b3 generator=8d011b494f5c
 
 import math
 
@@ -287,10 +287,10 @@ def _update_one(P, Q, G, S_m, R_m, S_v, R_v, t, epoch, clip_coef, lr, beta1, bet
 def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, m_W1, m_b1, m_W2, m_b2, v_W1, v_b1, v_W2, v_b2, m_W1_out, m_b1_out, m_W2_out, m_b2_out, v_W1_out, v_b1_out, v_W2_out, v_b2_out, t, epoch, lr, beta1, beta2, eps, l2):
     clip_coef = 1.0
     factors = _factors(t, epoch, clip_coef, lr, beta1, beta2, eps, l2)
-    _update_one(W1, W1_out, gW1, m_W1, m_W1_out, v_W1, v_W1_out, t, epoch, clip_coef, lr, beta1, beta2, eps, l2, factors)
-    _update_one(b1, b1_out, gb1, m_b1, m_b1_out, v_b1, v_b1_out, t, epoch, clip_coef, lr, beta1, beta2, eps, l2, factors)
-    _update_one(W2, W2_out, gW2, m_W2, m_W2_out, v_W2, v_W2_out, t, epoch, clip_coef, lr, beta1, beta2, eps, l2, factors)
-    _update_one(b2, b2_out, gb2, m_b2, m_b2_out, v_b2, v_b2_out, t, epoch, clip_coef, lr, beta1, beta2, eps, l2, factors)
+    _update_one(_flat(W1), _flat(W1_out), _flat(gW1), _flat(m_W1), _flat(m_W1_out), _flat(v_W1), _flat(v_W1_out), t, epoch, clip_coef, lr, beta1, beta2, eps, l2, factors)
+    _update_one(_flat(b1), _flat(b1_out), _flat(gb1), _flat(m_b1), _flat(m_b1_out), _flat(v_b1), _flat(v_b1_out), t, epoch, clip_coef, lr, beta1, beta2, eps, l2, factors)
+    _update_one(_flat(W2), _flat(W2_out), _flat(gW2), _flat(m_W2), _flat(m_W2_out), _flat(v_W2), _flat(v_W2_out), t, epoch, clip_coef, lr, beta1, beta2, eps, l2, factors)
+    _update_one(_flat(b2), _flat(b2_out), _flat(gb2), _flat(m_b2), _flat(m_b2_out), _flat(v_b2), _flat(v_b2_out), t, epoch, clip_coef, lr, beta1, beta2, eps, l2, factors)
 
 
 @numba.njit(**_JIT_INNER)

@@ -22,7 +22,7 @@ Equations, as computed (`derive show iris` prints the whole derivation):
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=iris template=module.py.j2 spec-hash=91d20177cd27e0eb runtime=f94683fba83319b3 generator=f1ebf57e509c
+# derive: spec=derive.toml model=iris template=module.py.j2 spec-hash=91d20177cd27e0eb runtime=f94683fba83319b3 generator=8d011b494f5c
 
 import math
 
@@ -132,12 +132,14 @@ def _loss(Z2, A2, Y, E):
     n_2 = Y.shape[1]
     total = 0.0
     for i in range(N):
-        # (the largest logit's probability is 1 / sum_k exp(z_k - m): lse = m - log a there)
-        jm = 0
+        # (the largest logit m has the largest probability, 1 / sum_k exp(z_k - m): lse = m - log
+        # of it; two running maxima, no search for the index)
+        m_2 = Z2[i, 0]
+        _pm = A2[i, 0]
         for j in range(1, n_2):
-            if Z2[i, j] > Z2[i, jm]:
-                jm = j
-        lse_2 = Z2[i, jm] - _log(A2[i, jm])
+            m_2 = max(m_2, Z2[i, j])
+            _pm = max(_pm, A2[i, j])
+        lse_2 = m_2 - _log(_pm)
         for j in range(n_2):
             z_2 = Z2[i, j]
             y = Y[i, j]
@@ -228,10 +230,10 @@ def _update_one(P, Q, G, S_m, R_m, S_v, R_v, t, epoch, clip_coef, lr, beta1, bet
 def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, m_W1, m_b1, m_W2, m_b2, v_W1, v_b1, v_W2, v_b2, m_W1_out, m_b1_out, m_W2_out, m_b2_out, v_W1_out, v_b1_out, v_W2_out, v_b2_out, t, epoch, lr, beta1, beta2, eps):
     clip_coef = 1.0
     factors = _factors(t, epoch, clip_coef, lr, beta1, beta2, eps)
-    _update_one(W1, W1_out, gW1, m_W1, m_W1_out, v_W1, v_W1_out, t, epoch, clip_coef, lr, beta1, beta2, eps, factors)
-    _update_one(b1, b1_out, gb1, m_b1, m_b1_out, v_b1, v_b1_out, t, epoch, clip_coef, lr, beta1, beta2, eps, factors)
-    _update_one(W2, W2_out, gW2, m_W2, m_W2_out, v_W2, v_W2_out, t, epoch, clip_coef, lr, beta1, beta2, eps, factors)
-    _update_one(b2, b2_out, gb2, m_b2, m_b2_out, v_b2, v_b2_out, t, epoch, clip_coef, lr, beta1, beta2, eps, factors)
+    _update_one(_flat(W1), _flat(W1_out), _flat(gW1), _flat(m_W1), _flat(m_W1_out), _flat(v_W1), _flat(v_W1_out), t, epoch, clip_coef, lr, beta1, beta2, eps, factors)
+    _update_one(_flat(b1), _flat(b1_out), _flat(gb1), _flat(m_b1), _flat(m_b1_out), _flat(v_b1), _flat(v_b1_out), t, epoch, clip_coef, lr, beta1, beta2, eps, factors)
+    _update_one(_flat(W2), _flat(W2_out), _flat(gW2), _flat(m_W2), _flat(m_W2_out), _flat(v_W2), _flat(v_W2_out), t, epoch, clip_coef, lr, beta1, beta2, eps, factors)
+    _update_one(_flat(b2), _flat(b2_out), _flat(gb2), _flat(m_b2), _flat(m_b2_out), _flat(v_b2), _flat(v_b2_out), t, epoch, clip_coef, lr, beta1, beta2, eps, factors)
 
 
 @numba.njit(**_JIT_INNER)

@@ -19,7 +19,7 @@ Equations, as computed (`derive show xor` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=xor template=module.py.j2 spec-hash=decf15aa31f08036 runtime=f94683fba83319b3 generator=f1ebf57e509c
+# derive: spec=derive.toml model=xor template=module.py.j2 spec-hash=decf15aa31f08036 runtime=f94683fba83319b3 generator=8d011b494f5c
 
 import math
 
@@ -188,10 +188,10 @@ def _update_one(P, Q, G, t, epoch, clip_coef, lr, factors):
 def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, t, epoch, lr):
     clip_coef = 1.0
     factors = _factors(t, epoch, clip_coef, lr)
-    _update_one(W1, W1_out, gW1, t, epoch, clip_coef, lr, factors)
-    _update_one(b1, b1_out, gb1, t, epoch, clip_coef, lr, factors)
-    _update_one(W2, W2_out, gW2, t, epoch, clip_coef, lr, factors)
-    _update_one(b2, b2_out, gb2, t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(W1), _flat(W1_out), _flat(gW1), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(b1), _flat(b1_out), _flat(gb1), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(W2), _flat(W2_out), _flat(gW2), t, epoch, clip_coef, lr, factors)
+    _update_one(_flat(b2), _flat(b2_out), _flat(gb2), t, epoch, clip_coef, lr, factors)
 
 
 @numba.njit(**_JIT_INNER)

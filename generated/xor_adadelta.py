@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_adadelta` prints the whole derivation):
     update.u: u <- delta**2*(1 - rho) + rho*u
     update.theta: theta <- -delta*lr + theta
 """
-# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=f94683fba83319b3 generator=f1ebf57e509c
+# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=f94683fba83319b3 generator=8d011b494f5c
 
 import math
 
@@ -208,10 +208,10 @@ def _update_one(P, Q, G, S_v, R_v, S_u, R_u, t, epoch, clip_coef, lr, rho, eps, 
 def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, v_W1, v_b1, v_W2, v_b2, u_W1, u_b1, u_W2, u_b2, v_W1_out, v_b1_out, v_W2_out, v_b2_out, u_W1_out, u_b1_out, u_W2_out, u_b2_out, t, epoch, lr, rho, eps):
     clip_coef = 1.0
     factors = _factors(t, epoch, clip_coef, lr, rho, eps)
-    _update_one(W1, W1_out, gW1, v_W1, v_W1_out, u_W1, u_W1_out, t, epoch, clip_coef, lr, rho, eps, factors)
-    _update_one(b1, b1_out, gb1, v_b1, v_b1_out, u_b1, u_b1_out, t, epoch, clip_coef, lr, rho, eps, factors)
-    _update_one(W2, W2_out, gW2, v_W2, v_W2_out, u_W2, u_W2_out, t, epoch, clip_coef, lr, rho, eps, factors)
-    _update_one(b2, b2_out, gb2, v_b2, v_b2_out, u_b2, u_b2_out, t, epoch, clip_coef, lr, rho, eps, factors)
+    _update_one(_flat(W1), _flat(W1_out), _flat(gW1), _flat(v_W1), _flat(v_W1_out), _flat(u_W1), _flat(u_W1_out), t, epoch, clip_coef, lr, rho, eps, factors)
+    _update_one(_flat(b1), _flat(b1_out), _flat(gb1), _flat(v_b1), _flat(v_b1_out), _flat(u_b1), _flat(u_b1_out), t, epoch, clip_coef, lr, rho, eps, factors)
+    _update_one(_flat(W2), _flat(W2_out), _flat(gW2), _flat(v_W2), _flat(v_W2_out), _flat(u_W2), _flat(u_W2_out), t, epoch, clip_coef, lr, rho, eps, factors)
+    _update_one(_flat(b2), _flat(b2_out), _flat(gb2), _flat(v_b2), _flat(v_b2_out), _flat(u_b2), _flat(u_b2_out), t, epoch, clip_coef, lr, rho, eps, factors)
 
 
 @numba.njit(**_JIT_INNER)

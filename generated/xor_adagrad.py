@@ -19,7 +19,7 @@ Equations, as computed (`derive show xor_adagrad` prints the whole derivation):
     update.G: G <- G + g**2
     update.theta: theta <- -g*lr/((sqrt(G) + eps)*(lr_decay*(t - 1) + 1)) + theta
 """
-# derive: spec=derive.toml model=xor_adagrad template=module.py.j2 spec-hash=df9722d27a3da18a runtime=f94683fba83319b3 generator=f1ebf57e509c
+# derive: spec=derive.toml model=xor_adagrad template=module.py.j2 spec-hash=df9722d27a3da18a runtime=f94683fba83319b3 generator=8d011b494f5c
 
 import math
 
@@ -200,10 +200,10 @@ def _update_one(P, Q, G, S_G, R_G, t, epoch, clip_coef, lr, lr_decay, initial_ac
 def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, G_W1, G_b1, G_W2, G_b2, G_W1_out, G_b1_out, G_W2_out, G_b2_out, t, epoch, lr, lr_decay, initial_accumulator_value, eps):
     clip_coef = 1.0
     factors = _factors(t, epoch, clip_coef, lr, lr_decay, initial_accumulator_value, eps)
-    _update_one(W1, W1_out, gW1, G_W1, G_W1_out, t, epoch, clip_coef, lr, lr_decay, initial_accumulator_value, eps, factors)
-    _update_one(b1, b1_out, gb1, G_b1, G_b1_out, t, epoch, clip_coef, lr, lr_decay, initial_accumulator_value, eps, factors)
-    _update_one(W2, W2_out, gW2, G_W2, G_W2_out, t, epoch, clip_coef, lr, lr_decay, initial_accumulator_value, eps, factors)
-    _update_one(b2, b2_out, gb2, G_b2, G_b2_out, t, epoch, clip_coef, lr, lr_decay, initial_accumulator_value, eps, factors)
+    _update_one(_flat(W1), _flat(W1_out), _flat(gW1), _flat(G_W1), _flat(G_W1_out), t, epoch, clip_coef, lr, lr_decay, initial_accumulator_value, eps, factors)
+    _update_one(_flat(b1), _flat(b1_out), _flat(gb1), _flat(G_b1), _flat(G_b1_out), t, epoch, clip_coef, lr, lr_decay, initial_accumulator_value, eps, factors)
+    _update_one(_flat(W2), _flat(W2_out), _flat(gW2), _flat(G_W2), _flat(G_W2_out), t, epoch, clip_coef, lr, lr_decay, initial_accumulator_value, eps, factors)
+    _update_one(_flat(b2), _flat(b2_out), _flat(gb2), _flat(G_b2), _flat(G_b2_out), t, epoch, clip_coef, lr, lr_decay, initial_accumulator_value, eps, factors)
 
 
 @numba.njit(**_JIT_INNER)

@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_nadam` prints the whole derivation):
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -beta1*lr*m*(1 - 0.96**(momentum_decay*(t + 1))/2)/((eps + sqrt(v/(1 - beta2**t)))*(-beta1*mu_product*(1 - 0.96**(momentum_decay*(t + 1))/2) + 1)) - g*lr*(-beta1*(1 - 0.96**(momentum_decay*t)/2) + 1)/((1 - mu_product)*(eps + sqrt(v/(1 - beta2**t)))) + theta
 """
-# derive: spec=derive.toml model=xor_nadam template=module.py.j2 spec-hash=947e47b9b9e445b8 runtime=f94683fba83319b3 generator=f1ebf57e509c
+# derive: spec=derive.toml model=xor_nadam template=module.py.j2 spec-hash=947e47b9b9e445b8 runtime=f94683fba83319b3 generator=8d011b494f5c
 
 import math
 
@@ -218,10 +218,10 @@ def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, 
     mu_product = beta1*mu_product*(1.0 - 0.5*0.96**(momentum_decay*t))
     mu_product_state_out[0] = mu_product
     factors = _factors(t, epoch, mu_product_state_out[0], clip_coef, lr, beta1, beta2, eps, momentum_decay)
-    _update_one(W1, W1_out, gW1, m_W1, m_W1_out, v_W1, v_W1_out, t, epoch, mu_product_state_out[0], clip_coef, lr, beta1, beta2, eps, momentum_decay, factors)
-    _update_one(b1, b1_out, gb1, m_b1, m_b1_out, v_b1, v_b1_out, t, epoch, mu_product_state_out[0], clip_coef, lr, beta1, beta2, eps, momentum_decay, factors)
-    _update_one(W2, W2_out, gW2, m_W2, m_W2_out, v_W2, v_W2_out, t, epoch, mu_product_state_out[0], clip_coef, lr, beta1, beta2, eps, momentum_decay, factors)
-    _update_one(b2, b2_out, gb2, m_b2, m_b2_out, v_b2, v_b2_out, t, epoch, mu_product_state_out[0], clip_coef, lr, beta1, beta2, eps, momentum_decay, factors)
+    _update_one(_flat(W1), _flat(W1_out), _flat(gW1), _flat(m_W1), _flat(m_W1_out), _flat(v_W1), _flat(v_W1_out), t, epoch, mu_product_state_out[0], clip_coef, lr, beta1, beta2, eps, momentum_decay, factors)
+    _update_one(_flat(b1), _flat(b1_out), _flat(gb1), _flat(m_b1), _flat(m_b1_out), _flat(v_b1), _flat(v_b1_out), t, epoch, mu_product_state_out[0], clip_coef, lr, beta1, beta2, eps, momentum_decay, factors)
+    _update_one(_flat(W2), _flat(W2_out), _flat(gW2), _flat(m_W2), _flat(m_W2_out), _flat(v_W2), _flat(v_W2_out), t, epoch, mu_product_state_out[0], clip_coef, lr, beta1, beta2, eps, momentum_decay, factors)
+    _update_one(_flat(b2), _flat(b2_out), _flat(gb2), _flat(m_b2), _flat(m_b2_out), _flat(v_b2), _flat(v_b2_out), t, epoch, mu_product_state_out[0], clip_coef, lr, beta1, beta2, eps, momentum_decay, factors)
 
 
 @numba.njit(**_JIT_INNER)

@@ -27,7 +27,7 @@ Equations, as computed (`derive show xor_regularized` prints the whole derivatio
     update.b: b <- Piecewise((g, Eq(t, 1)), (b*momentum + g*(1 - dampening), True))
     update.theta: theta <- -b*lr_t + theta
 """
-# derive: spec=derive.toml model=xor_regularized template=module.py.j2 spec-hash=c5979a23822781fe runtime=f94683fba83319b3 generator=f1ebf57e509c
+# derive: spec=derive.toml model=xor_regularized template=module.py.j2 spec-hash=c5979a23822781fe runtime=f94683fba83319b3 generator=8d011b494f5c
 
 import math
 
@@ -298,10 +298,10 @@ def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, 
     grad_norm = math.sqrt(total)
     clip_coef = min(1.0, clip_norm/(grad_norm + 1e-06))
     factors = _factors(t, epoch, clip_coef, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value)
-    _update_one(W1, W1_out, gW1, b_W1, b_W1_out, t, epoch, clip_coef, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value, factors)
-    _update_one(b1, b1_out, gb1, b_b1, b_b1_out, t, epoch, clip_coef, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value, factors)
-    _update_one(W2, W2_out, gW2, b_W2, b_W2_out, t, epoch, clip_coef, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value, factors)
-    _update_one(b2, b2_out, gb2, b_b2, b_b2_out, t, epoch, clip_coef, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value, factors)
+    _update_one(_flat(W1), _flat(W1_out), _flat(gW1), _flat(b_W1), _flat(b_W1_out), t, epoch, clip_coef, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value, factors)
+    _update_one(_flat(b1), _flat(b1_out), _flat(gb1), _flat(b_b1), _flat(b_b1_out), t, epoch, clip_coef, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value, factors)
+    _update_one(_flat(W2), _flat(W2_out), _flat(gW2), _flat(b_W2), _flat(b_W2_out), t, epoch, clip_coef, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value, factors)
+    _update_one(_flat(b2), _flat(b2_out), _flat(gb2), _flat(b_b2), _flat(b_b2_out), t, epoch, clip_coef, lr, momentum, dampening, step_size, gamma, l1, l2, clip_norm, clip_value, factors)
 
 
 @numba.njit(**_JIT_INNER)

@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_rmsprop_centered` prints the whole deri
     update.b: b <- b*momentum + g/(eps + sqrt(-gbar**2 + v))
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_rmsprop_centered template=module.py.j2 spec-hash=ff3dda7d15b54fd7 runtime=f94683fba83319b3 generator=f1ebf57e509c
+# derive: spec=derive.toml model=xor_rmsprop_centered template=module.py.j2 spec-hash=ff3dda7d15b54fd7 runtime=f94683fba83319b3 generator=8d011b494f5c
 
 import math
 
@@ -218,10 +218,10 @@ def _update_one(P, Q, G, S_v, R_v, S_b, R_b, S_gbar, R_gbar, t, epoch, clip_coef
 def _update(W1, b1, W2, b2, W1_out, b1_out, W2_out, b2_out, gW1, gb1, gW2, gb2, v_W1, v_b1, v_W2, v_b2, b_W1, b_b1, b_W2, b_b2, gbar_W1, gbar_b1, gbar_W2, gbar_b2, v_W1_out, v_b1_out, v_W2_out, v_b2_out, b_W1_out, b_b1_out, b_W2_out, b_b2_out, gbar_W1_out, gbar_b1_out, gbar_W2_out, gbar_b2_out, t, epoch, lr, alpha, eps, momentum):
     clip_coef = 1.0
     factors = _factors(t, epoch, clip_coef, lr, alpha, eps, momentum)
-    _update_one(W1, W1_out, gW1, v_W1, v_W1_out, b_W1, b_W1_out, gbar_W1, gbar_W1_out, t, epoch, clip_coef, lr, alpha, eps, momentum, factors)
-    _update_one(b1, b1_out, gb1, v_b1, v_b1_out, b_b1, b_b1_out, gbar_b1, gbar_b1_out, t, epoch, clip_coef, lr, alpha, eps, momentum, factors)
-    _update_one(W2, W2_out, gW2, v_W2, v_W2_out, b_W2, b_W2_out, gbar_W2, gbar_W2_out, t, epoch, clip_coef, lr, alpha, eps, momentum, factors)
-    _update_one(b2, b2_out, gb2, v_b2, v_b2_out, b_b2, b_b2_out, gbar_b2, gbar_b2_out, t, epoch, clip_coef, lr, alpha, eps, momentum, factors)
+    _update_one(_flat(W1), _flat(W1_out), _flat(gW1), _flat(v_W1), _flat(v_W1_out), _flat(b_W1), _flat(b_W1_out), _flat(gbar_W1), _flat(gbar_W1_out), t, epoch, clip_coef, lr, alpha, eps, momentum, factors)
+    _update_one(_flat(b1), _flat(b1_out), _flat(gb1), _flat(v_b1), _flat(v_b1_out), _flat(b_b1), _flat(b_b1_out), _flat(gbar_b1), _flat(gbar_b1_out), t, epoch, clip_coef, lr, alpha, eps, momentum, factors)
+    _update_one(_flat(W2), _flat(W2_out), _flat(gW2), _flat(v_W2), _flat(v_W2_out), _flat(b_W2), _flat(b_W2_out), _flat(gbar_W2), _flat(gbar_W2_out), t, epoch, clip_coef, lr, alpha, eps, momentum, factors)
+    _update_one(_flat(b2), _flat(b2_out), _flat(gb2), _flat(v_b2), _flat(v_b2_out), _flat(b_b2), _flat(b_b2_out), _flat(gbar_b2), _flat(gbar_b2_out), t, epoch, clip_coef, lr, alpha, eps, momentum, factors)
 
 
 @numba.njit(**_JIT_INNER)
