@@ -37,7 +37,7 @@ Equations, as computed (`derive show activations` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=activations template=module.py.j2 spec-hash=3ce340ec0f40a410 runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=activations template=module.py.j2 spec-hash=3ce340ec0f40a410 runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 

@@ -24,7 +24,7 @@ Equations, as computed (`derive show breast_cancer` prints the whole derivation)
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=breast_cancer template=module.py.j2 spec-hash=a1ba572489ee19b6 runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=breast_cancer template=module.py.j2 spec-hash=a1ba572489ee19b6 runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 

@@ -22,7 +22,7 @@ Equations, as computed (`derive show iris` prints the whole derivation):
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=iris template=module.py.j2 spec-hash=91d20177cd27e0eb runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=iris template=module.py.j2 spec-hash=91d20177cd27e0eb runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 
@@ -102,7 +102,9 @@ def _forward(X, W1, b1, W2, b2, Z1, A1, Z2, A2):
     # forward.z2: Z_2 = A_1*W_2 + 1*b_2
     _mm(A1, W2, b2, Z2)
     # forward.a2: a_2[j] = exp(-m_2 + z_2[j])/Sum(exp(-m_2 + z_2[k]), (k, 1, n_2))
-    # (per row: m = the largest logit, a = exp(z - m), then a / sum(a))
+    # (per row: m = the largest logit, first stored in A beside each z of its row; then
+    # a = exp(z - m) over all elements in one flat loop, so that the exponentials vectorise
+    # across rows; then per row a / sum(a))
     n_2 = Z2.shape[1]
     for i in range(Z2.shape[0]):
         _zr = Z2[i]
@@ -111,9 +113,16 @@ def _forward(X, W1, b1, W2, b2, Z1, A1, Z2, A2):
         for j in range(1, n_2):
             m_2 = max(m_2, _zr[j])
         for j in range(n_2):
-            z_2 = _zr[j]
-            a_2 = _exp(-m_2 + z_2)
-            _ar[j] = a_2
+            _ar[j] = m_2
+    _z2 = _flat(Z2)
+    _a2 = _flat(A2)
+    for k in range(_z2.size):
+        z_2 = _z2[k]
+        m_2 = _a2[k]
+        a_2 = _exp(-m_2 + z_2)
+        _a2[k] = a_2
+    for i in range(Z2.shape[0]):
+        _ar = A2[i]
         s_2 = 0.0
         for j in range(n_2):
             s_2 += _ar[j]

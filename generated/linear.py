@@ -13,7 +13,7 @@ Equations, as computed (`derive show linear` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=linear template=module.py.j2 spec-hash=2a289c440d3bdefe runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=linear template=module.py.j2 spec-hash=2a289c440d3bdefe runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 

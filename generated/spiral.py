@@ -29,7 +29,7 @@ Equations, as computed (`derive show spiral` prints the whole derivation):
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=spiral template=module.py.j2 spec-hash=edbf729fa9fde97b runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=spiral template=module.py.j2 spec-hash=edbf729fa9fde97b runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 
@@ -118,7 +118,9 @@ def _forward(X, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3):
     # forward.z3: Z_3 = A_2*W_3 + 1*b_3
     _mm(A2, W3, b3, Z3)
     # forward.a3: a_3[j] = exp(-m_3 + z_3[j])/Sum(exp(-m_3 + z_3[k]), (k, 1, n_3))
-    # (per row: m = the largest logit, a = exp(z - m), then a / sum(a))
+    # (per row: m = the largest logit, first stored in A beside each z of its row; then
+    # a = exp(z - m) over all elements in one flat loop, so that the exponentials vectorise
+    # across rows; then per row a / sum(a))
     n_3 = Z3.shape[1]
     for i in range(Z3.shape[0]):
         _zr = Z3[i]
@@ -127,9 +129,16 @@ def _forward(X, W1, b1, W2, b2, W3, b3, Z1, A1, Z2, A2, Z3, A3):
         for j in range(1, n_3):
             m_3 = max(m_3, _zr[j])
         for j in range(n_3):
-            z_3 = _zr[j]
-            a_3 = _exp(-m_3 + z_3)
-            _ar[j] = a_3
+            _ar[j] = m_3
+    _z3 = _flat(Z3)
+    _a3 = _flat(A3)
+    for k in range(_z3.size):
+        z_3 = _z3[k]
+        m_3 = _a3[k]
+        a_3 = _exp(-m_3 + z_3)
+        _a3[k] = a_3
+    for i in range(Z3.shape[0]):
+        _ar = A3[i]
         s_3 = 0.0
         for j in range(n_3):
             s_3 += _ar[j]

@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_adadelta` prints the whole derivation):
     update.u: u <- delta**2*(1 - rho) + rho*u
     update.theta: theta <- -delta*lr + theta
 """
-# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 

@@ -19,7 +19,7 @@ Equations, as computed (`derive show xor_adagrad` prints the whole derivation):
     update.G: G <- G + g**2
     update.theta: theta <- -g*lr/((sqrt(G) + eps)*(lr_decay*(t - 1) + 1)) + theta
 """
-# derive: spec=derive.toml model=xor_adagrad template=module.py.j2 spec-hash=df9722d27a3da18a runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=xor_adagrad template=module.py.j2 spec-hash=df9722d27a3da18a runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 

@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_adamw` prints the whole derivation):
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta.2: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=xor_adamw template=module.py.j2 spec-hash=bfaaa768ed48b860 runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=xor_adamw template=module.py.j2 spec-hash=bfaaa768ed48b860 runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 

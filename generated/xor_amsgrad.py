@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_amsgrad` prints the whole derivation):
     update.vmax: vmax <- Max(v, vmax)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(vmax)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=xor_amsgrad template=module.py.j2 spec-hash=74943dd789f1bbef runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=xor_amsgrad template=module.py.j2 spec-hash=74943dd789f1bbef runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 

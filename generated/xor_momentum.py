@@ -19,7 +19,7 @@ Equations, as computed (`derive show xor_momentum` prints the whole derivation):
     update.b: b <- Piecewise((g, Eq(t, 1)), (b*momentum + g*(1 - dampening), True))
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_momentum template=module.py.j2 spec-hash=7874cefa224ad24b runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=xor_momentum template=module.py.j2 spec-hash=7874cefa224ad24b runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 

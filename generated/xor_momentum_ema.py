@@ -19,7 +19,7 @@ Equations, as computed (`derive show xor_momentum_ema` prints the whole derivati
     update.b: b <- b*momentum + g*(1 - momentum)
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_momentum_ema template=module.py.j2 spec-hash=a6ef80f84c22dea6 runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=xor_momentum_ema template=module.py.j2 spec-hash=a6ef80f84c22dea6 runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 

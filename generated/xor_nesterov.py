@@ -19,7 +19,7 @@ Equations, as computed (`derive show xor_nesterov` prints the whole derivation):
     update.b: b <- Piecewise((g, Eq(t, 1)), (b*momentum + g, True))
     update.theta: theta <- -lr*(b*momentum + g) + theta
 """
-# derive: spec=derive.toml model=xor_nesterov template=module.py.j2 spec-hash=ea94875205fccd7b runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=xor_nesterov template=module.py.j2 spec-hash=ea94875205fccd7b runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 

@@ -27,7 +27,7 @@ Equations, as computed (`derive show xor_regularized` prints the whole derivatio
     update.b: b <- Piecewise((g, Eq(t, 1)), (b*momentum + g*(1 - dampening), True))
     update.theta: theta <- -b*lr_t + theta
 """
-# derive: spec=derive.toml model=xor_regularized template=module.py.j2 spec-hash=c5979a23822781fe runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=xor_regularized template=module.py.j2 spec-hash=c5979a23822781fe runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 

@@ -20,7 +20,7 @@ Equations, as computed (`derive show xor_rmsprop` prints the whole derivation):
     update.b: b <- b*momentum + g/(eps + sqrt(v))
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_rmsprop template=module.py.j2 spec-hash=ea1337eafdbc832a runtime=f94683fba83319b3 generator=8d011b494f5c
+# derive: spec=derive.toml model=xor_rmsprop template=module.py.j2 spec-hash=ea1337eafdbc832a runtime=f94683fba83319b3 generator=9b758aa52b80
 
 import math
 
