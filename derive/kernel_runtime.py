@@ -125,6 +125,21 @@ _primitive(_flat, lambda a: a.copy(ndim=1, layout="C") if isinstance(a, numba.ty
            else None, _flat_lower, numba.types.Array)
 
 
+def _same(a, b):
+    """Whether arrays a and b start at the same address (an in-place update: step())."""
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+
+
+def _same_lower(context, builder, signature, args):
+    a, b = (context.make_array(t)(context, builder, v) for t, v in zip(signature.args, args))
+    return builder.icmp_unsigned("==", builder.ptrtoint(a.data, llvmlite.ir.IntType(64)),
+                                 builder.ptrtoint(b.data, llvmlite.ir.IntType(64)))
+
+
+_primitive(_same, lambda a, b: numba.types.boolean if isinstance(a, numba.types.Array) and
+           isinstance(b, numba.types.Array) else None, _same_lower, numba.types.Array, numba.types.Array)
+
+
 def _gemm(a, b, out):
     """out = a @ b by BLAS gemm, through the binding to SciPy's BLAS that Numba's np.dot uses, for
     C- or F-ordered 2-D arrays of one float dtype, out C-ordered; _check checks the shapes."""

@@ -24,7 +24,7 @@ Equations, as computed (`derive show breast_cancer` prints the whole derivation)
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=breast_cancer template=module.py.j2 spec-hash=a1ba572489ee19b6 runtime=f94683fba83319b3 generator=9b758aa52b80
+# derive: spec=derive.toml model=breast_cancer template=module.py.j2 spec-hash=a1ba572489ee19b6 runtime=f2f9559b2169aeef generator=a23a38527aa2
 
 import math
 
@@ -35,15 +35,15 @@ if __package__:
     from . import _kernel_runtime as _rt
 else:  # loaded from its file path, outside its package: the runtime is the file beside it
     import importlib.util as _util, pathlib as _pathlib, sys as _sys  # noqa: E401
-    _rt = _sys.modules.get("_kernel_runtime_f94683fba83319b3")
+    _rt = _sys.modules.get("_kernel_runtime_f2f9559b2169aeef")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_f94683fba83319b3",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_f2f9559b2169aeef",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "f94683fba83319b3")
+RUNTIME = (1, "f2f9559b2169aeef")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products run the runtime's shared compiled code
@@ -54,8 +54,8 @@ _rt.check(*RUNTIME, __name__)
 _JIT, _JIT_INNER, _JIT_NRT = _rt._JIT, _rt._JIT_INNER, _rt._JIT_NRT
 _mm, _mm_relu, _mm_tn, _mm_nt = _rt.mm, _rt.mm_relu, _rt.mm_tn, _rt.mm_nt
 _view1, _view2, _rows2 = _rt.view1, _rt.view2, _rt.rows2
-_flat, _mask, _exp, _tanh, _log, _log1p, _softplus = (
-    _rt._flat, _rt._mask, _rt._exp, _rt._tanh, _rt._log, _rt._log1p, _rt._softplus)
+_flat, _same, _mask, _exp, _tanh, _log, _log1p, _softplus = (
+    _rt._flat, _rt._same, _rt._mask, _rt._exp, _rt._tanh, _rt._log, _rt._log1p, _rt._softplus)
 
 SPEC = {'name': 'breast_cancer',
  'inputs': 30,
@@ -255,8 +255,8 @@ def _update_one(P, Q, G, S_m, R_m, S_v, R_v, t, epoch, clip_coef, lr, beta1, bet
     # update.v: v <- beta2*v + g**2*(1 - beta2)
     # update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
     _h0, _h1, _h2, _h3 = factors
-    # reads parameters and state from P, S_*; writes them to Q, R_* (the same arrays for an
-    # in-place step; the other buffer in train, so the previous values survive a failed step)
+    # reads parameters and state from P, S_*; writes them to Q, R_* (the other buffer in train,
+    # so the previous values survive a failed step; the same arrays for step(), in place)
     p = _flat(P)
     q = _flat(Q)
     gr = _flat(G)
@@ -264,7 +264,25 @@ def _update_one(P, Q, G, S_m, R_m, S_v, R_v, t, epoch, clip_coef, lr, beta1, bet
     r_m = _flat(R_m)
     s_v = _flat(S_v)
     r_v = _flat(R_v)
-    for k in range(p.size):
+    if _same(p, q):  # in place: read and write through one view, so that the loop vectorises
+        for k in range(q.size):
+            # computed in float64 whatever the arrays hold, stored back in their dtype: float32
+            # gradients of 1e-39 would otherwise underflow in g**2 while other terms do not
+            theta = np.float64(q[k])
+            g = np.float64(gr[k])
+            m = np.float64(r_m[k])
+            v = np.float64(r_v[k])
+            # update.m: m <- beta1*m + g*(1 - beta1)
+            m = _h0*g + beta1*m
+            # update.v: v <- beta2*v + g**2*(1 - beta2)
+            v = _h1*g**2 + beta2*v
+            # update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
+            theta = _h2*m/(_h3*math.sqrt(v) + eps) + theta
+            q[k] = theta
+            r_m[k] = m
+            r_v[k] = v
+        return
+    for k in range(q.size):
         # computed in float64 whatever the arrays hold, stored back in their dtype: float32
         # gradients of 1e-39 would otherwise underflow in g**2 while other terms do not
         theta = np.float64(p[k])

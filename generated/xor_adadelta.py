@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_adadelta` prints the whole derivation):
     update.u: u <- delta**2*(1 - rho) + rho*u
     update.theta: theta <- -delta*lr + theta
 """
-# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=f94683fba83319b3 generator=9b758aa52b80
+# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=f2f9559b2169aeef generator=a23a38527aa2
 
 import math
 
@@ -32,15 +32,15 @@ if __package__:
     from . import _kernel_runtime as _rt
 else:  # loaded from its file path, outside its package: the runtime is the file beside it
     import importlib.util as _util, pathlib as _pathlib, sys as _sys  # noqa: E401
-    _rt = _sys.modules.get("_kernel_runtime_f94683fba83319b3")
+    _rt = _sys.modules.get("_kernel_runtime_f2f9559b2169aeef")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_f94683fba83319b3",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_f2f9559b2169aeef",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "f94683fba83319b3")
+RUNTIME = (1, "f2f9559b2169aeef")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products run the runtime's shared compiled code
@@ -51,8 +51,8 @@ _rt.check(*RUNTIME, __name__)
 _JIT, _JIT_INNER, _JIT_NRT = _rt._JIT, _rt._JIT_INNER, _rt._JIT_NRT
 _mm, _mm_relu, _mm_tn, _mm_nt = _rt.mm, _rt.mm_relu, _rt.mm_tn, _rt.mm_nt
 _view1, _view2, _rows2 = _rt.view1, _rt.view2, _rt.rows2
-_flat, _mask, _exp, _tanh, _log, _log1p, _softplus = (
-    _rt._flat, _rt._mask, _rt._exp, _rt._tanh, _rt._log, _rt._log1p, _rt._softplus)
+_flat, _same, _mask, _exp, _tanh, _log, _log1p, _softplus = (
+    _rt._flat, _rt._same, _rt._mask, _rt._exp, _rt._tanh, _rt._log, _rt._log1p, _rt._softplus)
 
 SPEC = {'name': 'xor_adadelta',
  'inputs': 2,
@@ -174,8 +174,8 @@ def _update_one(P, Q, G, S_v, R_v, S_u, R_u, t, epoch, clip_coef, lr, rho, eps, 
     # update.u: u <- delta**2*(1 - rho) + rho*u
     # update.theta: theta <- -delta*lr + theta
     _h0, _h1 = factors
-    # reads parameters and state from P, S_*; writes them to Q, R_* (the same arrays for an
-    # in-place step; the other buffer in train, so the previous values survive a failed step)
+    # reads parameters and state from P, S_*; writes them to Q, R_* (the other buffer in train,
+    # so the previous values survive a failed step; the same arrays for step(), in place)
     p = _flat(P)
     q = _flat(Q)
     gr = _flat(G)
@@ -183,7 +183,27 @@ def _update_one(P, Q, G, S_v, R_v, S_u, R_u, t, epoch, clip_coef, lr, rho, eps, 
     r_v = _flat(R_v)
     s_u = _flat(S_u)
     r_u = _flat(R_u)
-    for k in range(p.size):
+    if _same(p, q):  # in place: read and write through one view, so that the loop vectorises
+        for k in range(q.size):
+            # computed in float64 whatever the arrays hold, stored back in their dtype: float32
+            # gradients of 1e-39 would otherwise underflow in g**2 while other terms do not
+            theta = np.float64(q[k])
+            g = np.float64(gr[k])
+            v = np.float64(r_v[k])
+            u = np.float64(r_u[k])
+            # update.v: v <- g**2*(1 - rho) + rho*v
+            v = _h0*g**2 + rho*v
+            # update.delta: delta <- g*sqrt(eps + u)/sqrt(eps + v)
+            delta = g*math.sqrt(eps + u)/math.sqrt(eps + v)
+            # update.u: u <- delta**2*(1 - rho) + rho*u
+            u = _h0*delta**2 + rho*u
+            # update.theta: theta <- -delta*lr + theta
+            theta = _h1*delta + theta
+            q[k] = theta
+            r_v[k] = v
+            r_u[k] = u
+        return
+    for k in range(q.size):
         # computed in float64 whatever the arrays hold, stored back in their dtype: float32
         # gradients of 1e-39 would otherwise underflow in g**2 while other terms do not
         theta = np.float64(p[k])
