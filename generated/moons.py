@@ -27,7 +27,7 @@ Equations, as computed (`derive show moons` prints the whole derivation):
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=moons template=module.py.j2 spec-hash=472aa14ff27b2c79 runtime=f2f9559b2169aeef generator=a23a38527aa2
+# derive: spec=derive.toml model=moons template=module.py.j2 spec-hash=472aa14ff27b2c79 runtime=6119af638866f025 generator=df14c80481d5
 
 import math
 
@@ -38,15 +38,15 @@ if __package__:
     from . import _kernel_runtime as _rt
 else:  # loaded from its file path, outside its package: the runtime is the file beside it
     import importlib.util as _util, pathlib as _pathlib, sys as _sys  # noqa: E401
-    _rt = _sys.modules.get("_kernel_runtime_f2f9559b2169aeef")
+    _rt = _sys.modules.get("_kernel_runtime_6119af638866f025")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_f2f9559b2169aeef",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_6119af638866f025",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "f2f9559b2169aeef")
+RUNTIME = (1, "6119af638866f025")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products run the runtime's shared compiled code
@@ -204,20 +204,14 @@ def _factors(t, epoch, clip_coef, lr, beta1, beta2, eps):
 
 
 @numba.njit(**_JIT_INNER)
-def _update_one(P, Q, G, S_m, R_m, S_v, R_v, t, epoch, clip_coef, lr, beta1, beta2, eps, factors):
+def _update_one(p, q, gr, s_m, r_m, s_v, r_v, t, epoch, clip_coef, lr, beta1, beta2, eps, factors):
     # update.m: m <- beta1*m + g*(1 - beta1)
     # update.v: v <- beta2*v + g**2*(1 - beta2)
     # update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
     _h0, _h1, _h2, _h3 = factors
-    # reads parameters and state from P, S_*; writes them to Q, R_* (the other buffer in train,
-    # so the previous values survive a failed step; the same arrays for step(), in place)
-    p = _flat(P)
-    q = _flat(Q)
-    gr = _flat(G)
-    s_m = _flat(S_m)
-    r_m = _flat(R_m)
-    s_v = _flat(S_v)
-    r_v = _flat(R_v)
+    # reads one parameter array and its state from p, s_* (flat views); writes them to q, r_*
+    # (the other buffer in train, so the previous values survive a failed step; the same arrays
+    # for step(), in place)
     if _same(p, q):  # in place: read and write through one view, so that the loop vectorises
         for k in range(q.size):
             # computed in float64 whatever the arrays hold, stored back in their dtype: float32

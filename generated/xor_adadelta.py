@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_adadelta` prints the whole derivation):
     update.u: u <- delta**2*(1 - rho) + rho*u
     update.theta: theta <- -delta*lr + theta
 """
-# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=f2f9559b2169aeef generator=a23a38527aa2
+# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=6119af638866f025 generator=df14c80481d5
 
 import math
 
@@ -32,15 +32,15 @@ if __package__:
     from . import _kernel_runtime as _rt
 else:  # loaded from its file path, outside its package: the runtime is the file beside it
     import importlib.util as _util, pathlib as _pathlib, sys as _sys  # noqa: E401
-    _rt = _sys.modules.get("_kernel_runtime_f2f9559b2169aeef")
+    _rt = _sys.modules.get("_kernel_runtime_6119af638866f025")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_f2f9559b2169aeef",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_6119af638866f025",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "f2f9559b2169aeef")
+RUNTIME = (1, "6119af638866f025")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products run the runtime's shared compiled code
@@ -168,21 +168,15 @@ def _factors(t, epoch, clip_coef, lr, rho, eps):
 
 
 @numba.njit(**_JIT_INNER)
-def _update_one(P, Q, G, S_v, R_v, S_u, R_u, t, epoch, clip_coef, lr, rho, eps, factors):
+def _update_one(p, q, gr, s_v, r_v, s_u, r_u, t, epoch, clip_coef, lr, rho, eps, factors):
     # update.v: v <- g**2*(1 - rho) + rho*v
     # update.delta: delta <- g*sqrt(eps + u)/sqrt(eps + v)
     # update.u: u <- delta**2*(1 - rho) + rho*u
     # update.theta: theta <- -delta*lr + theta
     _h0, _h1 = factors
-    # reads parameters and state from P, S_*; writes them to Q, R_* (the other buffer in train,
-    # so the previous values survive a failed step; the same arrays for step(), in place)
-    p = _flat(P)
-    q = _flat(Q)
-    gr = _flat(G)
-    s_v = _flat(S_v)
-    r_v = _flat(R_v)
-    s_u = _flat(S_u)
-    r_u = _flat(R_u)
+    # reads one parameter array and its state from p, s_* (flat views); writes them to q, r_*
+    # (the other buffer in train, so the previous values survive a failed step; the same arrays
+    # for step(), in place)
     if _same(p, q):  # in place: read and write through one view, so that the loop vectorises
         for k in range(q.size):
             # computed in float64 whatever the arrays hold, stored back in their dtype: float32

@@ -175,3 +175,45 @@ def test_a_changed_runtime_is_never_run_stale_and_a_mismatched_pair_refuses(copi
     finally:
         (models / RUNTIME_NAME).write_text(old_text)
         (models / "xor.py").write_text(old_model)
+
+
+def test_a_model_step_linked_first_links_what_it_calls_without_deadlock(copied, tmp_path):
+    """Linking a separate kernel compiles it; its lowering links the kernels and products it
+    calls, re-entering the link lock (a plain lock hung here): first thing in a process, with an
+    empty cache (so that everything compiles), then one step through the address."""
+    script = ("import numpy as np, importlib\n"
+              "m = importlib.import_module('models.xor')\n"
+              "print(m._batch_at.address(np.float64) > 0)\n"
+              "p = m.init_params(0); r = m.train(p, m.init_state(p), np.ones((4, 2)), np.ones((4, 1)))\n"
+              "print(r['status'])\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "PYTHONPATH"))}
+    out = subprocess.run([sys.executable, "-c", script], cwd=copied, capture_output=True, text=True, timeout=300,
+                         env={**env, "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-2:] == ["True", "ok"]
+
+
+def test_train_calls_in_turn_use_each_call_s_arrays_and_hyperparameters():
+    """train() keeps the last call's table of array addresses and its hyperparameter array for
+    the next call with the same arrays: calls on two models' parameters in turn, with their own
+    learning rates, must equal each run trained alone."""
+    import generated.xor_adam as m
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(24, 2))
+    Y = (X[:, :1] * X[:, 1:] > 0) * 1.0
+
+    def alone(seed, lr):
+        p = m.init_params(seed)
+        m.train(p, m.init_state(p), X, Y, epochs=3, batch_size=8, seed=seed, lr=lr)
+        return p
+
+    expected = [alone(0, 0.01), alone(1, 0.05)]
+    runs = [(m.init_params(seed), lr) for seed, lr in ((0, 0.01), (1, 0.05))]
+    states = [m.init_state(p) for p, _ in runs]
+    for _ in range(3):
+        for k, (p, lr) in enumerate(runs):
+            m.train(p, states[k], X, Y, epochs=1, batch_size=8, seed=k, lr=lr)
+    for (p, _), q in zip(runs, expected):
+        for name in m.PARAM_NAMES:
+            np.testing.assert_array_equal(p[name], q[name])

@@ -167,14 +167,15 @@ def test_displayed_nadam_update_equals_the_update_kernel(derivations):
     for key in ("update.m", "update.v", "update.theta"):
         eq = d.eq(key)
         env[eq.lhs.name] = evaluate(eq.rhs, env)
-    arrays = {"P": theta.copy(), "Q": np.zeros_like(theta), "G": g, "S_m": m_state.copy(), "R_m": np.zeros_like(theta),
-              "S_v": v_state.copy(), "R_v": np.zeros_like(theta), "t": t, "epoch": 0, "mu_product": product,
-              "clip_coef": 1.0, **mod.HYPER}
+    # _update_one takes one parameter array and its state as flat views
+    arrays = {"p": theta.ravel().copy(), "q": np.zeros(theta.size), "gr": g.ravel(), "s_m": m_state.ravel().copy(),
+              "r_m": np.zeros(theta.size), "s_v": v_state.ravel().copy(), "r_v": np.zeros(theta.size), "t": t,
+              "epoch": 0, "mu_product": product, "clip_coef": 1.0, **mod.HYPER}
     arrays["factors"] = call(mod._factors, arrays)
     call(mod._update_one, arrays)
-    np.testing.assert_allclose(arrays["Q"], env["theta"], rtol=1e-12)
-    np.testing.assert_allclose(arrays["R_m"], env["m"], rtol=1e-12)
-    np.testing.assert_allclose(arrays["R_v"], env["v"], rtol=1e-12)
+    np.testing.assert_allclose(arrays["q"], env["theta"].ravel(), rtol=1e-12)
+    np.testing.assert_allclose(arrays["r_m"], env["m"].ravel(), rtol=1e-12)
+    np.testing.assert_allclose(arrays["r_v"], env["v"].ravel(), rtol=1e-12)
     assert any(len(r.lines) > 1 for r in latex.rows(d) if r.tag == "update.theta"), "NAdam's update is not split"
 
 

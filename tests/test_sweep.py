@@ -23,7 +23,6 @@ from derive.sweep import best_config, driver, results, sweep, worker
 from derive.sweep.driver import make_folds, run_sweep
 from derive.sweep.progress import SweepProgress
 from derive.sweep.space import SweepError
-from derive.sweep.worker import draw_params, init_params, spec_widths
 
 VOLATILE = ["wall_time", "worker"]  # where and how fast a run ran: everything else must be equal
 
@@ -51,7 +50,8 @@ def _plain(module, row, fold, val_every=0, dtype=np.float64):
     Xtr, Ytr, Xva, Yva = fold
     widths = tuple(int(row[f"width{l}"]) for l in range(1, len(module.SPEC["layers"])))
     hyper = {k: float(row[k]) for k in module.HYPER}
-    params = init_params(module, widths, int(row["seed"]), dtype, None if row["init"] == "default" else row["init"])
+    params = module.init_params(seed=int(row["seed"]), dtype=dtype,
+                                init=None if row["init"] == "default" else row["init"], widths=widths)
     state = module.init_state(params, **hyper)
     losses, step = [], val_every or int(row["epochs"])
     for _ in range(0, int(row["epochs"]), step):
@@ -75,18 +75,6 @@ def test_each_run_equals_train_alone_bit_for_bit(adam, xor_data, grid_sweep):
     # the per-run seed is the sweep's (seed 5, replicate, fold), the same for every configuration
     assert df.groupby(["replicate", "fold"])["seed"].nunique().eq(1).all()
     assert df["seed"].nunique() == 4
-
-
-def test_spec_width_parameters_are_the_modules_own(adam):
-    moons = importlib.import_module("generated.moons")
-    for module in (adam, moons):
-        for init in (None, *module.INIT_SCHEMES):
-            a = module.init_params(seed=11, init=init)
-            b = draw_params(module, spec_widths(module), 11, np.float64, init)
-            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-            assert all(v.ctypes.data % 64 == 0 and v.flags.c_contiguous for v in b.values())
-    p = init_params(moons, (3, 5), 2, np.float32, "he_normal")
-    assert [p[k].shape for k in ("W1", "W2", "W3")] == [(2, 3), (3, 5), (5, 1)] and p["W1"].dtype == np.float32
 
 
 def test_results_do_not_depend_on_chunking(adam, xor_data, grid_sweep, monkeypatch):

@@ -8,6 +8,7 @@ template only arranges them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -52,9 +53,11 @@ GENERATOR_SOURCES = ("templates/*.j2", "derive/codegen/*.py", "derive/derivation
                      "derive/symbolic.py")
 
 
+@functools.cache
 def generator_hash() -> str:
     """A content hash of :data:`GENERATOR_SOURCES`, recorded in every module's header: a cached
-    model module (``derive.runtime.models``) built by another version of them is rebuilt."""
+    model module (``derive.runtime.models``) built by another version of them is rebuilt. Read
+    once per process (every rendered or loaded module asks)."""
     root = TEMPLATE_DIR.parent
     digest = hashlib.sha256()
     for pattern in GENERATOR_SOURCES:

@@ -94,37 +94,6 @@ def spec_widths(module: ModuleType) -> tuple[int, ...]:
     return tuple(int(layer[0]) for layer in module.SPEC["layers"][:-1])
 
 
-def _aligned(shape: tuple[int, ...], dtype: np.dtype, fill: np.ndarray) -> np.ndarray:
-    """A C-contiguous array on a 64-byte boundary holding ``fill`` (as the module's init_params makes them)."""
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape))
-    raw = np.empty(n * dtype.itemsize + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    out = raw[start:start + n * dtype.itemsize].view(dtype).reshape(shape)
-    out[...] = fill
-    return out
-
-
-def init_params(module: ModuleType, widths: tuple[int, ...], seed: int, dtype: object = np.float64,
-                init: str | None = None) -> dict[str, np.ndarray]:
-    """Fresh parameters with hidden widths ``widths``, drawn as ``module.init_params(seed, dtype,
-    init)`` draws them: at the spec's widths it *is* that call; at other widths
-    :func:`draw_params`, the same recipe at those shapes."""
-    if tuple(widths) == spec_widths(module):
-        return module.init_params(seed=seed, dtype=dtype, init=init)
-    return draw_params(module, widths, seed, dtype, init)
-
-
-def draw_params(module: ModuleType, widths: tuple[int, ...], seed: int, dtype: object = np.float64,
-                init: str | None = None) -> dict[str, np.ndarray]:
-    """The module's own ``init_params`` at hidden widths ``widths``: the kernels read widths from
-    the arrays, so these parameters train with the same compiled code."""
-    try:
-        return module.init_params(seed=seed, dtype=dtype, init=init, widths=tuple(widths))
-    except ValueError as exc:
-        raise SweepError(str(exc)) from None
-
-
 def supports_per_run(module: ModuleType, X: np.ndarray, Y: np.ndarray) -> bool:
     """Whether ``module.train_many`` takes a value per run for each hyperparameter (one call for
     runs with different learning rates, ...). Asked once per module and process, with a call of
@@ -210,7 +179,8 @@ def _train(module: ModuleType, fold: tuple[np.ndarray, ...], chunk: Chunk) -> li
     numbers = [r[0] for r in chunk.runs]
     seeds = [r[1] for r in chunk.runs]
     hypers = [r[3] for r in chunk.runs]
-    params = [init_params(module, chunk.widths, seed, dtype, init) for _, seed, init, _ in chunk.runs]
+    params = [module.init_params(seed=seed, dtype=dtype, init=init, widths=chunk.widths)
+              for _, seed, init, _ in chunk.runs]
     states = [module.init_state(p, **h) for p, h in zip(params, hypers)]
     has_val = len(Xva) > 0
     every = (1 if chunk.patience else chunk.val_every) if has_val else 0
