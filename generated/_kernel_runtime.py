@@ -41,7 +41,6 @@ is not registered in ``sys.modules`` is registered first, so Numba never records
 """
 
 import ctypes
-import functools
 import gc
 import hashlib
 import inspect
@@ -50,6 +49,7 @@ import os
 import sys
 import threading
 import types
+import weakref
 
 import llvmlite.binding
 import llvmlite.ir
@@ -1344,9 +1344,11 @@ def _shared(impl, *signatures, prefix=None):
     return call
 
 
-@functools.cache
 def _file_key(path):
-    """The symbol prefix of a model module's separate kernels: its content hash (read once)."""
+    """The symbol prefix of a model module's separate kernels: its content hash, read as the
+    module is imported (each of its kernels reads it, ~20 us each). Not cached per path: a module
+    rebuilt at the same path and imported again in the same process (a notebook) would get the
+    old module's symbols, and its train() would run the old kernels."""
     with open(path, "rb") as f:
         return "m" + hashlib.sha256(f.read()).hexdigest()[:16]
 
@@ -1676,7 +1678,19 @@ class API:
         self.param_ndim = tuple(2 if name[0] == "W" else 1 for name in self.PARAM_NAMES)
         self.linked = set()  # the dtypes whose runtime functions and separate kernels are linked
         self.seeded = any(self.DROPOUT)  # the training loop seeds the dropout masks of each epoch
-        self.swap = None  # the order of the table's entries for the second buffer direction (see table)
+        # The table's entries (see layout): P parameter arrays and their second buffers, the work
+        # arrays (Z, A per layer; H, M too after dropout), the deltas, the gradients, S state
+        # arrays and their second buffers, C scalar states and theirs. swap: the order of the
+        # entries for the other buffer direction; gw: the entries of the weight gradients.
+        P, C = len(self.PARAM_NAMES), len(self.SCALAR_STATE)
+        S = len(self.state_keys) - C
+        L = P // 2
+        g = 2 * P + 2 * L + 2 * sum(1 for p in self.DROPOUT if p) + L  # the first gradient's entry
+        order = [*range(P, 2 * P), *range(P), *range(2 * P, g + P)]
+        order += [*range(g + P + S, g + P + 2 * S), *range(g + P, g + P + S)]
+        order += [*range(g + P + 2 * S + C, g + P + 2 * S + 2 * C), *range(g + P + 2 * S, g + P + 2 * S + C)]
+        self.swap = np.array([3 * i + j for i in order for j in range(3)], dtype=np.int64)
+        self.gw = np.array([3 * (g + i) for i in range(0, P, 2)], dtype=np.int64)
 
     def fail(self, message):
         raise ValueError(f"{self.name}: {message}")
@@ -1866,37 +1880,30 @@ class API:
     def layout(self, arrays, outs, grads, state, state_out, Zs, As, Ds, Hs, Ms):
         """The arrays of the model's _batch_at in the order of its table: the parameters, their
         second buffers, per layer Z, A (and H, M with dropout), the deltas, the gradients, the
-        optimizer state arrays and their second buffers, the scalar state and its second buffer.
-        Also sets self.swap (the order for the other direction) and self.gw (the entries of the
-        weight gradients), the same for every call."""
+        optimizer state arrays and their second buffers, the scalar state and its second buffer
+        (self.swap and self.gw index this order)."""
         n = len(self.state_keys) - len(self.SCALAR_STATE)
         st = [state[k] for k in self.state_keys]
         so = [state_out[k] for k in self.state_keys]
         work = [x for z, a, h, m in zip(Zs, As, Hs, Ms) for x in ((z, a) if h is None else (z, a, h, m))]
-        first = [*arrays, *outs, *work, *Ds, *grads, *st[:n], *so[:n], *st[n:], *so[n:]]
-        if self.swap is None:
-            P, S, C = len(arrays), n, len(self.SCALAR_STATE)
-            g = 2 * P + len(work) + len(Ds)  # the first gradient's entry
-            order = [*range(P, 2 * P), *range(P), *range(2 * P, g + P)]
-            order += [*range(g + P + S, g + P + 2 * S), *range(g + P, g + P + S)]
-            order += [*range(g + P + 2 * S + C, g + P + 2 * S + 2 * C), *range(g + P + 2 * S, g + P + 2 * S + C)]
-            self.swap = np.array([3 * i + j for i in order for j in range(3)], dtype=np.int64)
-            self.gw = np.array([3 * (g + i) for i in range(0, P, 2)], dtype=np.int64)
-        return first
+        return [*arrays, *outs, *work, *Ds, *grads, *st[:n], *so[:n], *st[n:], *so[n:]]
 
     def table(self, entries, runs=0):
         """The table of the training loops (see _train_loop): for each array of entries (layout's
         order) its address, rows and columns; row 0 for the steps that read the first buffers and
         write the second, row 1 for the others. runs: K for train_many, whose arrays have a
         leading run axis: then a (K, 2, 3 x entries) table, run k's entries at a[k]."""
+        # an array's address, kept per thread under a weak reference (a.ctypes.data costs ~1 us:
+        # a tiny model's train() calls alternating between two runs took 67 us without this, 35
+        # with it); the reference does not keep the array alive, and a dead one's id may be reused
         known = getattr(_SCRATCH, "addresses", None)
         if known is None or len(known) > 512:
             known = _SCRATCH.addresses = {}
         flat = []
         for a in entries:
             hit = known.get(id(a))
-            if hit is None or hit[0] is not a:  # (the entry keeps a alive, so its id is its own)
-                hit = known[id(a)] = (a, a.ctypes.data)
+            if hit is None or hit[0]() is not a:
+                hit = known[id(a)] = (weakref.ref(a), a.ctypes.data)
             shape = a.shape[1:] if runs else a.shape
             flat += (hit[1], shape[0], shape[1] if len(shape) == 2 else 1)
         row = np.array(flat, dtype=np.int64)

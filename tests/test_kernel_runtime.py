@@ -217,3 +217,25 @@ def test_train_calls_in_turn_use_each_call_s_arrays_and_hyperparameters():
     for (p, _), q in zip(runs, expected):
         for name in m.PARAM_NAMES:
             np.testing.assert_array_equal(p[name], q[name])
+
+
+def test_a_module_rebuilt_at_the_same_path_trains_with_its_own_kernels(tmp_path):
+    """The separate kernels' symbols are named by the module file's content: a model rebuilt with
+    another loss at the same path and imported again in the same process (a notebook) must train
+    with the new kernels, not find the old module's symbols under the old name."""
+    from derive.derivation import derive_model
+    from derive.codegen.render import render_module
+    from derive.spec import Dense, Model
+
+    from .conftest import load_rendered
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    for loss in ("mse", "mae"):
+        model = Model("rebuilt", 3, [Dense(4, "tanh"), Dense(2, "identity")], loss)
+        m = load_rendered(render_module(derive_model(model)), model.name, tmp_path)
+        p = m.init_params(seed=1)
+        residual = m.forward(p, X) - Y
+        want = np.mean(residual ** 2) if loss == "mse" else np.mean(np.abs(residual))
+        r = m.train(p, m.init_state(p), X, Y, epochs=1, batch_size=6, shuffle=False)
+        assert r["loss"][0] == pytest.approx(want, rel=1e-12), loss
