@@ -416,13 +416,25 @@ def main(argv=None, prog="python -m benchmarks.sweep_bench") -> int:
     ap.add_argument("--out", help="also write the table (markdown) to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    configs = [c for c in a.configs.split(",") if c]
-    dtypes = [d for d in a.dtypes.split(",") if d]
-    Ks = [int(k) for k in a.K.split(",") if k]
-    optimizers = [o for o in a.optimizers.split(",") if o]
-    bad = [o for o in optimizers if o not in SWEEP_OPTIMIZERS]
-    if bad or not optimizers:
-        ap.error(f"unknown optimizer(s) {', '.join(bad) or '(none)'}; choose from {', '.join(SWEEP_OPTIMIZERS)}")
+    def names(option, text, allowed):
+        chosen = [x for x in text.split(",") if x]
+        bad = [x for x in chosen if x not in allowed]
+        if bad or not chosen:
+            ap.error(f"unknown {option} {', '.join(bad) or '(none)'}; choose from {', '.join(allowed)}")
+        return chosen
+
+    configs = names("config(s)", a.configs, SWEEP_CONFIGS)
+    dtypes = names("dtype(s)", a.dtypes, ("float32", "float64"))
+    optimizers = names("optimizer(s)", a.optimizers, SWEEP_OPTIMIZERS)
+    try:
+        Ks = [int(k) for k in a.K.split(",") if k]
+    except ValueError:
+        Ks = []
+    if not Ks or min(Ks) < 1:
+        ap.error(f"--K takes numbers of runs >= 1, comma-separated, got {a.K!r}")
+    for option in ("steps", "repeats", "rounds"):
+        if getattr(a, option) < 1:
+            ap.error(f"--{option} must be >= 1, got {getattr(a, option)}")
     if a.quick:
         Ks, a.steps, a.rounds, a.repeats = [16, 64], 50, 1, 3
     if a.worker:

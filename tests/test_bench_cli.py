@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT
 
 
@@ -52,3 +54,20 @@ def test_derive_bench_multiclass_group_every_peer_computes_the_same_training(tmp
     text = out.read_text()
     assert "### multiclass · adam · float64 — 64-128-10 relu/softmax CE b64" in text
     assert text.count("Peers agree on") == 2 and "disagrees" not in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--K", "0"], "--K takes numbers of runs >= 1"),
+    (["--K", "6x"], "--K takes numbers of runs >= 1"),
+    (["--configs", "medium"], "unknown config(s) medium; choose from tiny, small"),
+    (["--dtypes", "float16"], "unknown dtype(s) float16"),
+    (["--optimizers", "rmsprop"], "unknown optimizer(s) rmsprop"),
+    (["--steps", "0"], "--steps must be >= 1"),
+])
+def test_sweep_bench_bad_arguments_are_one_line_before_anything_runs(args, message):
+    """`derive bench --sweep` with a bad argument: argparse's one error line, exit status 2, and no
+    check or timing started (it used to time K = 0 runs and print each peer's failure)."""
+    result = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "bench", "--sweep", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"derive bench --sweep: error: {message}" in result.stderr and not result.stdout

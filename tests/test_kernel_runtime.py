@@ -223,8 +223,8 @@ def test_a_module_rebuilt_at_the_same_path_trains_with_its_own_kernels(tmp_path)
     """The separate kernels' symbols are named by the module file's content: a model rebuilt with
     another loss at the same path and imported again in the same process (a notebook) must train
     with the new kernels, not find the old module's symbols under the old name."""
-    from derive.derivation import derive_model
     from derive.codegen.render import render_module
+    from derive.derivation import derive_model
     from derive.spec import Dense, Model
 
     from .conftest import load_rendered
