@@ -5,6 +5,7 @@ its errors (one line, nothing written), the files, the pictures, Optuna's TPE.""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
@@ -19,6 +20,7 @@ from click.testing import CliRunner
 
 from cli import main
 from derive.data import load_dataset
+from derive.runtime.widths import spec_widths
 from derive.sweep import best_config, driver, results, sweep, worker
 from derive.sweep.driver import make_folds, run_sweep
 from derive.sweep.progress import SweepProgress
@@ -95,6 +97,23 @@ def test_results_do_not_depend_on_chunking(adam, xor_data, grid_sweep, monkeypat
     monkeypatch.setattr(worker, "supports_per_run", lambda module, X, Y: False)
     assert sweep(adam, **kw).drop(columns=VOLATILE).equals(want)
     assert sum(calls) == 32 and len(calls) >= 8  # 2 lr x 2 beta2 x 2 folds at least
+
+
+def test_worker_refuses_a_chunk_of_another_spec_naming_both_hashes(adam, xor_data, monkeypatch):
+    """A worker whose module was built from another spec refuses the chunk (trains nothing), and
+    the one-line error names its module's hash and the sweep's."""
+    fold = make_folds(xor_data.X, xor_data.Y, 1, 0.2, 0, False, np.dtype(np.float64))[0]
+    chunk = worker.Chunk("c1-0", 0, spec_widths(adam), 16, 1, [(0, 1, None, dict(adam.HYPER))])
+    same = worker.ModelRef.of(adam)
+    assert worker.run_chunk(same, fold, chunk)["rows"][0]["status"] == "ok"  # the right hash: the chunk runs
+    other = importlib.import_module("generated.xor").SPEC_HASH  # the sweep's module: another spec
+    assert other != adam.SPEC_HASH
+    monkeypatch.setattr(adam, "train_many", lambda *a, **k: pytest.fail("a refused chunk was trained"))
+    with pytest.raises(SweepError) as info:
+        worker.run_chunk(dataclasses.replace(same, spec_hash=other), fold, chunk)
+    text = str(info.value)
+    assert f"generated.xor_adam was built from another spec (hash {adam.SPEC_HASH}, the sweep has {other})" in text
+    assert "\n" not in text
 
 
 def test_validation_curves_and_early_stopping(adam, xor_data):
@@ -187,6 +206,36 @@ def test_resume_runs_only_the_missing_runs(adam, xor_data, tmp_path):
         sweep(adam, grid=["lr=0.01"], resume=True, **{**kw, "seed": 1})
 
 
+def test_resume_with_another_model_or_data_is_refused_naming_what_differs(adam, xor_data, tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    kw = dict(grid=["lr=0.01,0.05"], epochs=1, out=out, resume=True)
+    sweep(adam, xor_data.X, xor_data.Y, **{**kw, "resume": False})
+    before = [(out / name).read_bytes() for name in (results.META, results.JOURNAL)]
+    meta = json.loads(before[0])
+    assert len(before[1].splitlines()) == 2
+
+    def refused(pattern, model, X, Y):
+        with pytest.raises(SweepError, match=pattern) as info:
+            sweep(model, X, Y, **kw)
+        assert [(out / name).read_bytes() for name in (results.META, results.JOURNAL)] == before  # nothing written
+        return str(info.value)
+
+    xor = importlib.import_module("generated.xor")  # another catalogue model (lr is its hyperparameter too)
+    refused(r"holds a sweep with another model \(xor_adam there, xor now\)", xor, xor_data.X, xor_data.Y)
+    with monkeypatch.context() as m:  # the same model's name, built from another spec
+        m.setattr(adam, "SPEC_HASH", "0123456789abcdef")
+        refused(rf"another spec hash \({meta['spec_hash']} there, 0123456789abcdef now\)", adam, xor_data.X,
+                xor_data.Y)
+    X = xor_data.X.copy()
+    X[7, 0] += 0.5  # one value of one row
+    text = refused(rf"another data \({meta['data']} there, ([0-9a-f]+) now\)", adam, X, xor_data.Y)
+    assert results.fingerprint(X, xor_data.Y) in text and meta["data"] != results.fingerprint(X, xor_data.Y)
+    refused(r"another data", adam, xor_data.X[:-1], xor_data.Y[:-1])  # a row fewer
+    rec = _Recorder()  # the same model and data still resume
+    sweep(adam, xor_data.X, xor_data.Y, progress=rec, **kw)
+    assert rec.skipped == 2 and rec.updates == []
+
+
 def test_interrupted_sweep_loses_nothing_and_resumes(adam, xor_data, tmp_path, monkeypatch):
     monkeypatch.setattr(driver, "MAX_CHUNK", 3)
     kw = dict(data=xor_data, grid=["lr=0.01,0.05,0.2"], seeds=3, epochs=3, out=tmp_path / "s")
@@ -224,6 +273,17 @@ def test_files_csv_without_pyarrow_and_list_without_pandas(adam, xor_data, tmp_p
         rows = sweep(adam, data=xor_data, grid=["lr=0.01,0.05"], epochs=3)
     assert isinstance(rows, list) and rows[0]["val_loss"] == out["rows"][0]["val_loss"]
     assert any("pandas is not installed" in str(w.message) for w in caught)
+
+
+def test_without_pandas_one_sweep_warns_once(adam, xor_data, monkeypatch):
+    monkeypatch.setattr(results, "has_pandas", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning issued is recorded, repeats too
+        rows = sweep(adam, data=xor_data, grid=["lr=0.01,0.05"], seeds=2, epochs=1)
+    assert isinstance(rows, list) and len(rows) == 4 and all(isinstance(r, dict) for r in rows)
+    about = [w for w in caught if "pandas" in str(w.message)]
+    assert len(about) == 1, [str(w.message) for w in about]
+    assert "pip install 'derive[sweep]'" in str(about[0].message)
 
 
 def test_tpe_is_reproducible_and_resumes(adam, xor_data, tmp_path):
@@ -310,3 +370,43 @@ def test_cli_bad_input_one_line_nothing_written(cli, tmp_path, args, message):
     lines = [l for l in res.output.splitlines() if l.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(message), res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_non_empty_folder_without_a_sweep_is_refused(cli, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine\n")
+    res = cli("sweep", "xor", "--grid", "lr=0.1", "--epochs", "1", "--out", "out")
+    assert res.exit_code == 1
+    lines = [l for l in res.output.splitlines() if l.startswith("error:")]
+    assert lines == ["error: out is not empty and holds no sweep (sweep.json is missing): choose an empty or new "
+                     "folder for --out"], res.output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine\n"
+    (tmp_path / "empty").mkdir()  # an empty folder is fine
+    assert cli("sweep", "xor", "--grid", "lr=0.1", "--epochs", "1", "--out", "empty").exit_code == 0
+    assert (tmp_path / "empty" / results.META).exists()
+
+
+def test_cli_bench_sweep_runs_the_sweep_benchmark(cli, monkeypatch):
+    """`derive bench --sweep ...` calls benchmarks.sweep_bench.main with the other arguments (not
+    the harness), and exits with its status; an option of the harness only is refused there."""
+    from benchmarks import harness, sweep_bench
+
+    calls = []
+
+    def fake_sweep_main(argv=None, prog="python -m benchmarks.sweep_bench"):
+        calls.append((argv, prog))
+        return 3
+
+    monkeypatch.setattr(harness, "main", lambda *a, **k: pytest.fail("derive bench --sweep ran the harness"))
+    with monkeypatch.context() as m:
+        m.setattr(sweep_bench, "main", fake_sweep_main)
+        res = cli("bench", "--quick", "--sweep", "--K", "4,8", "--configs", "tiny", "--no-check")
+        assert res.exit_code == 3, res.output
+        assert calls == [(["--quick", "--K", "4,8", "--configs", "tiny", "--no-check"], "derive bench --sweep")]
+        assert cli("bench", "--sweep", "--help-bench").exit_code == 3
+        assert calls[-1] == (["--help"], "derive bench --sweep")
+    # the real sweep benchmark's parser: --no-gemm is the harness's option, refused before anything runs
+    res = cli("bench", "--sweep", "--no-gemm")
+    assert res.exit_code == 2
+    assert "derive bench --sweep: error: unrecognized arguments: --no-gemm" in res.output, res.output

@@ -1,7 +1,8 @@
 """`derive sweep` on Dask: an embedded LocalCluster gives the local engine's table bit for bit; a
 worker killed mid-sweep loses no run and duplicates none; a scheduler and two workers started as
 processes by hand (`dask scheduler`, `dask worker`) run a sweep pointed at their address; an
-unreachable scheduler and a missing extra are one clear line each, with nothing written.
+unreachable scheduler, a scheduler without workers and a missing extra are one clear line each,
+with nothing written.
 
 Each test starts its own small cluster (2 workers, 1 thread each: the CI machines have 2 cores),
 so they run in the normal suite in a few seconds each (marker ``dask``)."""
@@ -20,7 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from cli import main
 from derive.data import load_dataset
 from derive.sweep import engine as engine_module
 from derive.sweep import results, sweep
@@ -150,6 +153,27 @@ def test_unreachable_scheduler_is_a_clear_error_in_bounded_time(adam, xor_data, 
     assert text.startswith(f"cannot reach the Dask scheduler at {address} within 2 s") and "\n" not in text
     assert "dask scheduler" in text and took < 15
     assert not (tmp_path / "s").exists()
+
+
+def test_scheduler_without_workers_is_one_line_after_the_timeout(tmp_path, monkeypatch):
+    """A scheduler that answers but has no worker: `derive sweep --scheduler` waits --timeout
+    seconds for one to join, then stops with one line saying so and what to start; nothing written."""
+    monkeypatch.chdir(tmp_path)
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        address = cluster.scheduler_address
+        tick = time.perf_counter()
+        res = CliRunner().invoke(main, ["sweep", "xor_adam", "--data", "xor", "--grid", "lr=0.1", "--epochs", "1",
+                                        "--out", "out", "--scheduler", address, "--timeout", "2"],
+                                 catch_exceptions=False)
+        took = time.perf_counter() - tick
+        assert not cluster.scheduler_info["workers"]
+    assert res.exit_code == 1
+    lines = [l for l in res.output.splitlines() if l.startswith("error:")]
+    assert lines == [f"error: the Dask scheduler at {address} has no worker after 2 s: start some with "
+                     f"`dask worker {address}`"], res.output
+    assert 2 <= took < 15
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_dask_is_one_line(adam, xor_data, tmp_path, monkeypatch):

@@ -45,6 +45,7 @@ import numpy as np
 from derive.data import DataError, Standardizer
 from derive.errors import DeriveError
 from derive.files import atomic_writer
+from derive.runtime.widths import check_widths, spec_widths
 
 FORMAT = "derive-checkpoint"
 VERSION = 1
@@ -128,7 +129,7 @@ def save_checkpoint(path: str | os.PathLike, module: ModuleType, params: Mapping
         "format": np.array(FORMAT), "version": np.array(VERSION, dtype=np.int64),
         "name": np.array(str(module.SPEC["name"])), "spec": np.array(_to_json(module.SPEC, "SPEC", path)),
         "spec_hash": np.array(str(module.SPEC_HASH)),
-        "widths": np.array(_spec_widths(module) if widths is None else widths, dtype=np.int64),
+        "widths": np.array(spec_widths(module) if widths is None else widths, dtype=np.int64),
         "meta": np.array(_to_json({} if meta is None else meta, "meta", path)),
     }
     for prefix, (ps, st) in (("", (params, state)), ("best_", best or ({}, {}))):
@@ -261,27 +262,18 @@ def _check_module(module: Any, where: Any) -> None:
                               f"(it lacks {', '.join(missing)})", where)
 
 
-def _spec_widths(module: ModuleType) -> tuple[int, ...]:
-    return tuple(int(layer[0]) for layer in module.SPEC["layers"][:-1])
-
-
 def _hidden_widths(module: ModuleType, widths: Any, where: Any) -> tuple[int, ...] | None:
-    """``widths`` checked against the module's hidden layers: None where they are the spec's
-    (or not given), else a tuple of whole numbers >= 1, one per hidden layer."""
-    if widths is None:
-        return None
-    hidden = _spec_widths(module)
+    """``widths`` checked against the module's hidden layers (:func:`check_widths`): None where
+    they are the spec's (or not given), else a tuple of whole numbers >= 1, one per hidden layer."""
     try:
-        values = [int(w) if not isinstance(w, bool) and isinstance(w, (int, np.integer)) and w >= 1 else None
-                  for w in widths]
-    except TypeError:
-        values = [None]
-    if None in values or len(values) != len(hidden):
+        values = check_widths(module, widths)
+    except DeriveError:
+        hidden = spec_widths(module)
         raise CheckpointError(f"hidden widths {list(widths) if isinstance(widths, (list, tuple)) else widths!r} "
                               f"do not fit model {module.SPEC['name']!r}, which has {len(hidden)} hidden layer(s) "
                               f"({', '.join(map(str, hidden)) or 'none'}): give one whole number >= 1 per hidden "
-                              "layer", where)
-    return None if tuple(values) == hidden else tuple(values)
+                              "layer", where) from None
+    return None if values == spec_widths(module) else values
 
 
 def _check_arrays(module: ModuleType, params: Any, state: Any, where: Any,

@@ -15,10 +15,11 @@ import numpy as np
 from ..data import DATASETS, ClassLabels, DataError, Dataset, load_csv, load_dataset
 from ..errors import DeriveError, suggest
 from . import metrics as M
-from .fit import Diverged, FitResult, check_widths, fit, resume_widths, spec_widths, split_settings
+from .fit import Diverged, FitResult, fit, resume_widths, split_settings
 from .models import load_model
 from .progress import TerminalProgress
 from .targets import classes_of, predicted_labels, saved_labels
+from .widths import check_widths, spec_widths
 
 EXIT_DIVERGED = 3
 

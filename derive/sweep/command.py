@@ -65,7 +65,7 @@ def sweep_command(name: str, *, data: str | None, target: str | None, spec: str 
     s = result["settings"]
     for line in result["summary"]:
         echo(line)
-    best = R.config_stats(result["rows"], result["config_names"])
+    best = result["stats"]
     if best and best[0].losses:
         values = best[0].values
         cmd = R.train_command(name, values, module, data=data, target=target,

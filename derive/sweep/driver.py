@@ -32,11 +32,12 @@ from ..data import DataError, Dataset, Standardizer, check_targets, train_val_sp
 from ..runtime import metrics as M
 from ..runtime.models import load_model
 from ..runtime.targets import _matrix, targets
+from ..runtime.widths import spec_widths
 from . import results as R
 from .engine import CONNECT_TIMEOUT, make_engine
 from .progress import SweepProgress
 from .space import Space, SweepError, build_space
-from .worker import Chunk, spec_widths, warm
+from .worker import Chunk, warm
 
 #: Optuna's trials asked (and told) per batch: fixed, so that a seeded search is reproducible.
 TPE_BATCH = 8
@@ -298,12 +299,9 @@ class _Runner:
 def _tpe(sweep: Sweep, runner: _Runner, trials: int, seed: int, all_runs: list[dict]) -> None:
     """Optuna's TPE asked ``TPE_BATCH`` configurations at a time from this process, told in trial
     order (the mean loss over the configuration's runs; inf when one diverged); the runs planned
-    go to ``all_runs`` as they are asked."""
-    try:
-        import optuna
-    except ImportError as exc:
-        raise SweepError(f"search 'tpe' needs Optuna, which is not installed: pip install 'derive[optuna]' "
-                         f"[{exc}]") from None
+    go to ``all_runs`` as they are asked (:func:`run_sweep` has checked that Optuna is installed)."""
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
     dists = sweep.space.optuna_distributions()
@@ -357,7 +355,8 @@ def run_sweep(model, X=None, Y=None, *, data=None, target=None, grid=None, rando
               scheduler=None, workers=None, timeout=CONNECT_TIMEOUT, out=None, resume=False, plots=False,
               progress=None, spec=None) -> dict:
     """:func:`sweep`, returning everything the command line prints too: ``table``, ``rows``,
-    ``summary`` (lines), ``files``, ``settings``, ``module``, ``space``, ``where``."""
+    ``summary`` (lines), ``files``, ``settings``, ``module``, ``space``, ``where``, ``stats``
+    (:func:`~derive.sweep.results.config_stats` of the rows, best first)."""
     module = load_model(model, spec)
     sp = space if isinstance(space, Space) else build_space(grid, random, fixed, space)
     if isinstance(space, Space) and (grid or random or fixed):
@@ -427,11 +426,12 @@ def run_sweep(model, X=None, Y=None, *, data=None, target=None, grid=None, rando
     finally:
         eng.close()
     swept = sp.names()
-    summary = R.summary_lines(rows, sw.config_names, swept)
+    stats = R.config_stats(rows, sw.config_names)
+    summary = R.summary_lines(rows, sw.config_names, swept, stats=stats)
     if plots and folder is not None:
         from .plots import plot_sweep
 
-        files += plot_sweep(folder, rows, sp, sw.config_names)
+        files += plot_sweep(folder, rows, sp, sw.config_names, stats)
     if R.has_pandas():
         table = R.dataframe(rows, sw.config_names)
     else:
@@ -440,7 +440,7 @@ def run_sweep(model, X=None, Y=None, *, data=None, target=None, grid=None, rando
         table = R.table_rows(rows, sw.config_names)[1]
     return {"table": table, "rows": rows, "summary": summary, "files": files, "settings": s, "module": module,
             "space": sp, "where": where, "config_names": sw.config_names, "folder": folder,
-            "engine": eng.name}
+            "engine": eng.name, "stats": stats}
 
 
 def best_config(table) -> dict | None:

@@ -30,17 +30,20 @@ DECADES = 4
 SPREAD_RUNS = 5
 
 
-def plot_sweep(folder: Path, rows: list[dict], space: Space, config_names: list[str]) -> list[Path]:
-    """Write the pictures that the sweep's dimensions allow; returns their paths."""
+def plot_sweep(folder: Path, rows: list[dict], space: Space, config_names: list[str],
+               stats: list[R.ConfigStats] | None = None) -> list[Path]:
+    """Write the pictures that the sweep's dimensions allow; returns their paths. ``stats``:
+    :func:`~derive.sweep.results.config_stats` of ``rows``, when the caller has them already."""
+    stats = R.config_stats(rows, config_names) if stats is None else stats
     written = []
     dims = [d for d in space.dims if len({_key(r.get(d.name)) for r in rows}) > 1]
     if dims:
-        written.append(plot_loss_vs_params(folder / "loss_vs_params.png", rows, dims))
+        written.append(plot_loss_vs_params(folder / "loss_vs_params.png", rows, dims, stats))
     grids = [d for d in space.grid if len(d.values) > 1]
     if len(grids) >= 2:
-        written.append(plot_heatmap(folder / "heatmap.png", rows, grids[0], grids[1], config_names))
+        written.append(plot_heatmap(folder / "heatmap.png", rows, grids[0], grids[1], stats))
     if any(r.get("loss_curve") for r in rows):
-        written.append(plot_best_curves(folder / "best_curves.png", rows, config_names, space.names()))
+        written.append(plot_best_curves(folder / "best_curves.png", rows, stats, space.names()))
     return written
 
 
@@ -87,13 +90,13 @@ def _y_range(values: np.ndarray) -> tuple[float, float, bool]:
     return lo / 1.4, hi * 1.4, True
 
 
-def plot_loss_vs_params(path: Path, rows: list[dict], dims: list[Dim]) -> Path:
+def plot_loss_vs_params(path: Path, rows: list[dict], dims: list[Dim], stats: list[R.ConfigStats]) -> Path:
     key = R.loss_key(rows)
     points = _per_replicate(rows, key)
     replicates = sorted({r["replicate"] for r, _, _ in points})
     folds = max((r["fold"] for r in rows), default=0) + 1
-    stats = {s.config: s for s in R.config_stats(rows, [d.name for d in dims])}
-    best = next((c for c, s in stats.items() if s.losses), None)
+    by_config = {s.config: s for s in stats}
+    best = next((c for c, s in by_config.items() if s.losses), None)
     cols = min(3, len(dims))
     nrows = -(-len(dims) // cols)
     fig = new_figure(4.6 * cols, 3.8 * nrows)
@@ -115,7 +118,7 @@ def plot_loss_vs_params(path: Path, rows: list[dict], dims: list[Dim]) -> Path:
                     label=what + (f" (mean over {folds} folds)" if folds > 1 and i == 0 else ""))
         if dim.kind == "grid" or cats is not None:  # the best configuration at each value, joined
             best_at: dict = {}
-            for s in stats.values():
+            for s in by_config.values():
                 if s.losses and not s.diverged:
                     x = x_of(s.values)
                     best_at[x] = min(best_at.get(x, math.inf), s.mean)
@@ -123,8 +126,8 @@ def plot_loss_vs_params(path: Path, rows: list[dict], dims: list[Dim]) -> Path:
                 xs = sorted(best_at)
                 ax.plot(xs, [best_at[x] for x in xs], "-", color="0.2", lw=1.4, label="best at this value", zorder=4)
         if best is not None:
-            ax.plot([x_of(stats[best].values)], [stats[best].mean], "*", color="C3", ms=13, zorder=6,
-                    label=f"best: {stats[best].mean:.4g}")
+            ax.plot([x_of(by_config[best].values)], [by_config[best].mean], "*", color="C3", ms=13, zorder=6,
+                    label=f"best: {by_config[best].mean:.4g}")
         if logy:
             ax.set_yscale("log")
         xs_all = sorted({x_of(r) for r, _, _ in points})
@@ -167,9 +170,8 @@ def _value_ticks(ax, values: list[float], log: bool) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def plot_heatmap(path: Path, rows: list[dict], a: Dim, b: Dim, config_names: list[str]) -> Path:
+def plot_heatmap(path: Path, rows: list[dict], a: Dim, b: Dim, stats: list[R.ConfigStats]) -> Path:
     key = R.loss_key(rows)
-    stats = R.config_stats(rows, config_names)
     av, bv = list(a.values), list(b.values)
     if a.numeric:
         av.sort()
@@ -229,8 +231,8 @@ def _tick(v: object) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def plot_best_curves(path: Path, rows: list[dict], config_names: list[str], swept: list[str]) -> Path:
-    stats = [s for s in R.config_stats(rows, config_names) if s.losses][:BEST_CURVES]
+def plot_best_curves(path: Path, rows: list[dict], stats: list[R.ConfigStats], swept: list[str]) -> Path:
+    stats = [s for s in stats if s.losses][:BEST_CURVES]
     fig = new_figure(7.8, 4.8)
     ax = fig.subplots()
     arrays = []

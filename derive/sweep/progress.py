@@ -8,9 +8,10 @@ on a terminal; otherwise (a pipe, a log file, CI) a line at every tenth of the r
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import TextIO
+
+from ..runtime.progress import TerminalLine
 
 
 class SweepProgress:
@@ -28,13 +29,9 @@ class SweepProgress:
     def finish(self) -> None: ...
 
 
-class TerminalSweepProgress(SweepProgress):
+class TerminalSweepProgress(TerminalLine, SweepProgress):
     def __init__(self, stream: TextIO | None = None, tty: bool | None = None, width: int = 24):
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty() if tty is None else tty
-        self.width = width
-        self._shown = False
-        self._last = 0.0
+        super().__init__(stream, tty, width)
         self._logged = 0
 
     def start(self, total: int, plan: str) -> None:
@@ -50,32 +47,21 @@ class TerminalSweepProgress(SweepProgress):
 
     def text(self, done: int, running: int, diverged: int, best: float | None) -> str:
         now = time.perf_counter() - self.t0
-        filled = round(self.width * done / self.total)
         rate = (done - self.skipped) / now if now > 0 else 0.0
         left = f", ~{(self.total - done) / rate:.1f} s left" if rate > 0 and done < self.total else ""
-        return (f"runs {done:>{len(str(self.total))}}/{self.total} [{'#' * filled}{'.' * (self.width - filled)}]"
+        return (f"runs {done:>{len(str(self.total))}}/{self.total} {self.bar(done, self.total)}"
                 f"  running {running}  diverged {diverged}"
                 + (f"  best {best:.4g}" if best is not None else "") + f"  {now:.1f} s{left}")
 
     def update(self, done: int, running: int, diverged: int, best: float | None) -> None:
         self.done = done
-        now = time.perf_counter()
         if self.tty:
-            if now - self._last < 0.1 and done < self.total:
-                return
-            self._last = now
-            self.stream.write("\r" + self.text(done, running, diverged, best) + "\x1b[K")
-            self._shown = True
-        else:
-            tenth = done * 10 // self.total
-            if tenth <= self._logged and done < self.total:
-                return
-            self._logged = tenth
-            self.stream.write(self.text(done, running, diverged, best) + "\n")
+            if self.due(time.perf_counter(), done >= self.total):
+                self.redraw(self.text(done, running, diverged, best))
+            return
+        tenth = done * 10 // self.total
+        if tenth <= self._logged and done < self.total:
+            return
+        self._logged = tenth
+        self.stream.write(self.text(done, running, diverged, best) + "\n")
         self.stream.flush()
-
-    def finish(self) -> None:
-        if self._shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._shown = False

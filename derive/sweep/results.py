@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_writer, write_atomic
+from ..runtime.widths import spec_widths
 from .space import SweepError
 
 META = "sweep.json"
@@ -333,7 +334,7 @@ def train_command(name: str, values: dict, module, *, data: str | None, target: 
               "--val-split", repr(float(val_split))]
     if values.get("init") not in (None, "default"):
         parts += ["--init", str(values["init"])]
-    hidden = [int(layer[0]) for layer in module.SPEC["layers"][:-1]]
+    hidden = list(spec_widths(module))
     widths = [int(values.get(f"width{l}", w)) for l, w in enumerate(hidden, 1)]
     if widths != hidden:
         parts += ["--widths", ",".join(map(str, widths))]
@@ -356,9 +357,11 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
-def summary_lines(rows: list[dict], config_names: list[str], swept: list[str], top: int = 5) -> list[str]:
-    """The summary's lines: counts, the best configuration with its spread, the next ones."""
-    stats = config_stats(rows, config_names)
+def summary_lines(rows: list[dict], config_names: list[str], swept: list[str], top: int = 5,
+                  stats: list[ConfigStats] | None = None) -> list[str]:
+    """The summary's lines: counts, the best configuration with its spread, the next ones.
+    ``stats``: :func:`config_stats` of ``rows``, when the caller has them already."""
+    stats = config_stats(rows, config_names) if stats is None else stats
     key = loss_key(rows)
     what = "validation" if key == "val_loss" else "training"
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "diverged", "stopped")}

@@ -89,11 +89,6 @@ def import_model(ref: ModelRef | ModuleType) -> ModuleType:
     return module
 
 
-def spec_widths(module: ModuleType) -> tuple[int, ...]:
-    """The hidden widths the module's spec declares (width1 ... width<L-1>)."""
-    return tuple(int(layer[0]) for layer in module.SPEC["layers"][:-1])
-
-
 def supports_per_run(module: ModuleType, X: np.ndarray, Y: np.ndarray) -> bool:
     """Whether ``module.train_many`` takes a value per run for each hyperparameter (one call for
     runs with different learning rates, ...). Asked once per module and process, with a call of
