@@ -249,8 +249,10 @@ def test_interrupted_sweep_loses_nothing_and_resumes(adam, xor_data, tmp_path, m
     with open(tmp_path / "s" / results.JOURNAL, "ab") as fh:
         fh.write(b'{"run_id": "abc", "number": 1')
     rec = _Recorder()
-    done = sweep(adam, resume=True, progress=rec, **kw)
+    result = run_sweep(adam, resume=True, progress=rec, **kw)
+    done = result["table"]
     assert rec.skipped == len(journal) and len(done) == 9
+    assert "the journal had 1 line cut short by a crash: skipped, and their runs done again" in result["summary"]
     fresh = sweep(adam, **{**kw, "out": tmp_path / "fresh"})
     assert done.drop(columns=VOLATILE).equals(fresh.drop(columns=VOLATILE))
 

@@ -428,6 +428,9 @@ def run_sweep(model, X=None, Y=None, *, data=None, target=None, grid=None, rando
     swept = sp.names()
     stats = R.config_stats(rows, sw.config_names)
     summary = R.summary_lines(rows, sw.config_names, swept, stats=stats)
+    if journal.torn:  # (a crash in the middle of an append: those runs were done again)
+        summary.insert(1, f"the journal had {journal.torn} line{'s' if journal.torn != 1 else ''} cut short by a "
+                          "crash: skipped, and their runs done again")
     if plots and folder is not None:
         from .plots import plot_sweep
 
