@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.configs import CONFIGS, init_params, make_batches
+from benchmarks.configs import CONFIGS, init_params
 from benchmarks.peers._derive_common import module_for, params_from
+from benchmarks.sweep_bench import batch_rows
 
 
 def _load(path: Path, name: str):
@@ -39,14 +40,6 @@ def _load(path: Path, name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def _data(config, dtype: str, steps: int):
-    pool = make_batches(config, dtype, 0)
-    tiles = -(-steps // len(pool))
-    X = np.ascontiguousarray(np.concatenate([x for x, _ in pool] * tiles)[: steps * config.batch])
-    Y = np.ascontiguousarray(np.concatenate([y for _, y in pool] * tiles)[: steps * config.batch])
-    return X, Y
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             old = _load(old_path, f"_ab_old_{cname}_{opt}")
             new = module_for(config, opt)
             for dtype in args.dtypes.split(","):
-                X, Y = _data(config, dtype, args.steps)
+                X, Y = batch_rows(config, dtype, args.steps)
                 K = args.many
                 lrs = list(np.geomspace(1e-3, 1e-1, K)) if K else None
                 runs = {}

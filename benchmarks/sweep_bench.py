@@ -67,11 +67,17 @@ def problem(config_name: str, dtype: str, K: int, steps: int, optimizer: str = "
     # each run its own learning rate, log-spaced in the optimizer's range (SGD 0.01..0.3, Adam 1e-3..3e-2)
     lo, hi, one = LR_RANGES[optimizer]
     lrs = np.geomspace(lo, hi, K) if K > 1 else np.array([one])
+    X, Y = batch_rows(config, dtype, steps)
+    return config, inits, lrs, X, Y
+
+
+def batch_rows(config, dtype: str, steps: int):
+    """(X, Y): the rows of ``steps`` batches of the benchmark's pool, in order (the pool repeated)."""
     pool = make_batches(config, dtype, DATA_SEED)
     batches = [pool[i % len(pool)] for i in range(steps)]
     X = np.ascontiguousarray(np.concatenate([x for x, _ in batches]))
     Y = np.ascontiguousarray(np.concatenate([y for _, y in batches]))
-    return config, inits, lrs, X, Y
+    return X, Y
 
 
 def _bce_np(config, pairs, X, Y) -> float:
