@@ -76,9 +76,11 @@ def stabilize(expr: sp.Expr) -> sp.Expr:
 
 def sigmoid_form(d: sp.Expr) -> sp.Expr:
     """Rewrite ``e^{±v}`` in ``d`` through ``s = σ(v)`` (``e^{-v} = (1-s)/s``) when that removes
-    every exponential and leaves a rational function of ``s`` and ``z`` (a ``log(1 - s)`` would
-    be NaN once ``s`` rounds to 1), so no intermediate overflows; ``d`` unchanged otherwise. ``v`` is the
-    argument of the exponentials (``z``, or ``βz`` for a user's swish), all ± one expression."""
+    every exponential and leaves a rational function of ``s`` (a ``log(1 - s)`` would be NaN once
+    ``s`` rounds to 1; functions of ``z`` alone, such as ``softplus(z)``, may remain), so no
+    intermediate overflows; ``d`` unchanged otherwise. ``v`` is the argument of the exponentials
+    (``z``, or ``βz`` for a user's swish), all ± one expression. Write ``log(1 + e^v)`` as
+    ``softplus(v)`` first (:func:`stabilize`), or its ``e^v`` blocks the rewrite."""
     exps = {e.args[0] for e in d.atoms(sp.exp) if z in e.args[0].free_symbols}
     if not exps:
         return d
@@ -88,8 +90,8 @@ def sigmoid_form(d: sp.Expr) -> sp.Expr:
         return d
     s = sp.Dummy("s", positive=True)
     g = sp.simplify(d.subs({sp.exp(-v): (1 - s) / s, sp.exp(v): s / (1 - s)}))
-    if g.atoms(sp.Function):  # only a rational function of s and z is overflow-free (no log(1 - s))
-        return d
+    if any(s in f.free_symbols for f in g.atoms(sp.Function)):  # g must be rational in s: a log(1 - s)
+        return d  # would be NaN once s rounds to 1 (functions of z alone, softplus(z), are fine)
     g = sp.collect(sp.expand(g), z).subs(s, Sigmoid(v))
     points = sample_points(d.free_symbols)
     return g if numerically_equal(g, d, points) else d

@@ -37,7 +37,7 @@ Equations, as computed (`derive show activations` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=activations template=module.py.j2 spec-hash=3ce340ec0f40a410 runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=activations template=module.py.j2 spec-hash=3ce340ec0f40a410 runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

@@ -24,7 +24,7 @@ Equations, as computed (`derive show digits` prints the whole derivation):
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=digits template=module.py.j2 spec-hash=b649f92dfce0d2a4 runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=digits template=module.py.j2 spec-hash=b649f92dfce0d2a4 runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

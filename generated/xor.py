@@ -19,7 +19,7 @@ Equations, as computed (`derive show xor` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=xor template=module.py.j2 spec-hash=decf15aa31f08036 runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor template=module.py.j2 spec-hash=decf15aa31f08036 runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

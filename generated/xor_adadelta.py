@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_adadelta` prints the whole derivation):
     update.u: u <- delta**2*(1 - rho) + rho*u
     update.theta: theta <- -delta*lr + theta
 """
-# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor_adadelta template=module.py.j2 spec-hash=68993b4e2bdd4be5 runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

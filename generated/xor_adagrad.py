@@ -19,7 +19,7 @@ Equations, as computed (`derive show xor_adagrad` prints the whole derivation):
     update.G: G <- G + g**2
     update.theta: theta <- -g*lr/((sqrt(G) + eps)*(lr_decay*(t - 1) + 1)) + theta
 """
-# derive: spec=derive.toml model=xor_adagrad template=module.py.j2 spec-hash=df9722d27a3da18a runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor_adagrad template=module.py.j2 spec-hash=df9722d27a3da18a runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

@@ -20,7 +20,7 @@ Equations, as computed (`derive show xor_adam` prints the whole derivation):
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=xor_adam template=module.py.j2 spec-hash=fe55d07db5c48074 runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor_adam template=module.py.j2 spec-hash=fe55d07db5c48074 runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

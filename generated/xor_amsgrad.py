@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_amsgrad` prints the whole derivation):
     update.vmax: vmax <- Max(v, vmax)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(vmax)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=xor_amsgrad template=module.py.j2 spec-hash=74943dd789f1bbef runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor_amsgrad template=module.py.j2 spec-hash=74943dd789f1bbef runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

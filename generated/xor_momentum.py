@@ -19,7 +19,7 @@ Equations, as computed (`derive show xor_momentum` prints the whole derivation):
     update.b: b <- Piecewise((g, Eq(t, 1)), (b*momentum + g*(1 - dampening), True))
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_momentum template=module.py.j2 spec-hash=7874cefa224ad24b runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor_momentum template=module.py.j2 spec-hash=7874cefa224ad24b runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

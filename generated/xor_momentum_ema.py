@@ -19,7 +19,7 @@ Equations, as computed (`derive show xor_momentum_ema` prints the whole derivati
     update.b: b <- b*momentum + g*(1 - momentum)
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_momentum_ema template=module.py.j2 spec-hash=a6ef80f84c22dea6 runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor_momentum_ema template=module.py.j2 spec-hash=a6ef80f84c22dea6 runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_nadam` prints the whole derivation):
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -beta1*lr*m*(1 - 0.96**(momentum_decay*(t + 1))/2)/((eps + sqrt(v/(1 - beta2**t)))*(-beta1*mu_product*(1 - 0.96**(momentum_decay*(t + 1))/2) + 1)) - g*lr*(-beta1*(1 - 0.96**(momentum_decay*t)/2) + 1)/((1 - mu_product)*(eps + sqrt(v/(1 - beta2**t)))) + theta
 """
-# derive: spec=derive.toml model=xor_nadam template=module.py.j2 spec-hash=947e47b9b9e445b8 runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor_nadam template=module.py.j2 spec-hash=947e47b9b9e445b8 runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

@@ -19,7 +19,7 @@ Equations, as computed (`derive show xor_nesterov` prints the whole derivation):
     update.b: b <- Piecewise((g, Eq(t, 1)), (b*momentum + g, True))
     update.theta: theta <- -lr*(b*momentum + g) + theta
 """
-# derive: spec=derive.toml model=xor_nesterov template=module.py.j2 spec-hash=ea94875205fccd7b runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor_nesterov template=module.py.j2 spec-hash=ea94875205fccd7b runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

@@ -27,7 +27,7 @@ Equations, as computed (`derive show xor_regularized` prints the whole derivatio
     update.b: b <- Piecewise((g, Eq(t, 1)), (b*momentum + g*(1 - dampening), True))
     update.theta: theta <- -b*lr_t + theta
 """
-# derive: spec=derive.toml model=xor_regularized template=module.py.j2 spec-hash=c5979a23822781fe runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor_regularized template=module.py.j2 spec-hash=c5979a23822781fe runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

@@ -20,7 +20,7 @@ Equations, as computed (`derive show xor_rmsprop` prints the whole derivation):
     update.b: b <- b*momentum + g/(eps + sqrt(v))
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_rmsprop template=module.py.j2 spec-hash=ea1337eafdbc832a runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor_rmsprop template=module.py.j2 spec-hash=ea1337eafdbc832a runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

@@ -21,7 +21,7 @@ Equations, as computed (`derive show xor_rmsprop_centered` prints the whole deri
     update.b: b <- b*momentum + g/(eps + sqrt(-gbar**2 + v))
     update.theta: theta <- -b*lr + theta
 """
-# derive: spec=derive.toml model=xor_rmsprop_centered template=module.py.j2 spec-hash=ff3dda7d15b54fd7 runtime=afff4d65210be2e4 generator=df14c80481d5
+# derive: spec=derive.toml model=xor_rmsprop_centered template=module.py.j2 spec-hash=ff3dda7d15b54fd7 runtime=afff4d65210be2e4 generator=5daedb2ed388
 
 import math
 

@@ -251,13 +251,40 @@ def test_user_mish_is_finite_where_its_forms_do_not_overflow(mish, x):
     assert all(np.isfinite(v) for v in mish(x))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the derivative of mish is computed as SymPy writes it, with exp(z)/(1 + exp(z)) (sigmoid_form keeps only "
-    "rational functions of sigma), which is inf/inf = NaN for z > ~709 although it tends to 1; load time warns "
-    "about it (a fix: rewrite exp(v)/(1 + exp(v)) as Sigmoid(v) and log(1 + exp(v)) as Softplus(v) inside "
-    "derivatives)"))
-def test_user_mish_derivative_is_finite_beyond_exp_overflow(mish):
-    assert np.isfinite(mish(1e3)[1])
+@pytest.mark.parametrize("x", [-1e3, -30.0, -0.7, 0.0, 0.9, 12.0, 300.0, 709.0, 710.0, 1e3, 1e5])
+def test_user_mish_derivative_is_finite_and_right_beyond_exp_overflow(mish, x):
+    """SymPy's derivative has e^z/(1 + e^z) and log(1 + e^z) (inf/inf = NaN beyond z ~ 709): the
+    kernel form is written with softplus and sigma instead (sigmoid_form after stabilize), and
+    equals the exact derivative, computed at 50 digits, to 1e-13."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        zz = mpmath.mpf(x)
+        sp_ = mpmath.log1p(mpmath.exp(zz))
+        exact = float(mpmath.diff(lambda t: mpmath.log1p(mpmath.exp(t)) * mpmath.tanh(mpmath.log1p(mpmath.exp(t))),
+                                  zz)) if abs(x) < 100 else float(
+            # beyond, the derivative is sigma(z) (tanh s + s / cosh(s)^2) with s = softplus(z)
+            (1 / (1 + mpmath.exp(-zz))) * (mpmath.tanh(sp_) + sp_ / mpmath.cosh(sp_) ** 2))
+    got = mish(x)[1]
+    assert np.isfinite(got) and got == pytest.approx(exact, rel=1e-13, abs=1e-300)
+
+
+def test_user_mish_loads_without_warning_and_its_derivative_is_finite_everywhere():
+    """The usual mish, z*tanh(softplus(z)): no load-time warning (its derivative as computed is no
+    longer NaN beyond exp's overflow) and f' = tanh(s) + z sigma(z) / cosh(s)^2, s = softplus(z)."""
+    from derive.symbolic import a, z
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpecWarning)
+        parse_catalogue(catalogue('[activation.ub_mish_z]\nexpr = "z*tanh(softplus(z))"\n', act="ub_mish_z"),
+                        "user.toml")
+    forms = activations.forms("ub_mish_z")
+    f = userblocks.kernel_function(forms.f, [z])
+    d = userblocks.kernel_function(forms.derivative, [z, a])
+    for x in (-1e3, -5.0, 0.3, 709.5, 800.0, 1e4):
+        s = np.logaddexp(0.0, x)
+        exact = np.tanh(s) + x / (1 + np.exp(-x)) / np.cosh(s) ** 2 if abs(x) < 700 else (1.0 if x > 0 else 0.0)
+        assert d(x, f(x)) == pytest.approx(exact, rel=1e-13, abs=1e-300), x
 
 
 # ----------------------------------------------------------------------------- registration

@@ -223,7 +223,7 @@ def forms(name: str) -> ActivationForms:
     f = rule.expr()
     raw = sp.diff(f, z)
     out = _trusted_output_form(raw, f) if rule.declared else output_form(raw, f)
-    derivative = out if out is not None else sigmoid_form(raw)
+    derivative = out if out is not None else sigmoid_form(stabilize(raw))
     assert out is not None or numerically_equal(derivative, raw, sample_points(raw.free_symbols))
     max_derivative = None if rule.declared else _max_derivative(raw)
     return ActivationForms(stabilize(f), raw, derivative, out is not None, max_derivative)
