@@ -422,6 +422,7 @@ def main(argv=None, prog="python -m benchmarks.sweep_bench") -> int:
     ap.add_argument("--out", help="also write the table (markdown) to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+
     def names(option, text, allowed):
         chosen = [x for x in text.split(",") if x]
         bad = [x for x in chosen if x not in allowed]
@@ -447,9 +448,7 @@ def main(argv=None, prog="python -m benchmarks.sweep_bench") -> int:
         print(json.dumps(worker(a.worker, configs[0], dtypes[0], Ks, a.steps, a.repeats, optimizers[0])))
         return 0
     peers = []
-    for p in [p for p in a.peers.split(",") if p]:
-        if p not in PEERS:
-            ap.error(f"unknown peer {p!r}; choose from {', '.join(PEERS)}")
+    for p in names("peer(s)", a.peers, PEERS):
         why = available(p)
         if why:
             print(f"skip {p}: {why}")

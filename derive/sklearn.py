@@ -141,10 +141,11 @@ def _kernels(full: ModelSpec, kernel: ModelSpec) -> types.ModuleType:
     api = copy.copy(module._api)  # init_params reads the widths from the API's SPEC
     api.SPEC = view.SPEC
 
-    def init_params(seed: int = 0, dtype: object = np.float64, init: object = None) -> dict[str, np.ndarray]:
+    def init_params(seed: int = 0, dtype: object = np.float64, init: object = None,
+                    widths: object = None) -> dict[str, np.ndarray]:
         if isinstance(init, str) and init == "sklearn":
-            return _sklearn_init(api.init_params(seed, dtype, "xavier_uniform"), full, seed)
-        return api.init_params(seed, dtype, init)
+            return _sklearn_init(api.init_params(seed, dtype, "xavier_uniform", widths), full, seed)
+        return api.init_params(seed, dtype, init, widths)
 
     init_params.__doc__ = module.init_params.__doc__
     view.init_params = init_params

@@ -1448,16 +1448,16 @@ def _view_lower(context, builder, signature, args):
     tab = context.make_array(tab_type)(context, builder, args[0])
     k = context.cast(builder, args[1], k_type, numba.intp)
 
-    def entry(i):
+    def field(i):  # tab[k + i]: 0 the address, 1 the rows, 2 the columns
         index = builder.add(k, context.get_constant(numba.intp, i))
         return builder.load(numba.core.cgutils.get_item_pointer(context, builder, tab_type, tab, [index]))
 
-    shape = [entry(1 + d) for d in range(out_type.ndim)]
+    shape = [field(1 + d) for d in range(out_type.ndim)]
     if len(args) == 4:  # rows2: r rows
         shape[0] = context.cast(builder, args[2], signature.args[2], numba.intp)
     itemsize = context.get_constant(numba.intp, context.get_abi_sizeof(context.get_data_type(out_type.dtype)))
     strides = [itemsize] if out_type.ndim == 1 else [builder.mul(shape[1], itemsize), itemsize]
-    data = builder.inttoptr(entry(0), context.get_data_type(out_type.dtype).as_pointer())
+    data = builder.inttoptr(field(0), context.get_data_type(out_type.dtype).as_pointer())
     out = context.make_array(out_type)(context, builder)
     numba.np.arrayobj.populate_array(out, data=data, shape=shape, strides=strides, itemsize=itemsize, meminfo=None)
     return numba.core.imputils.impl_ret_untracked(context, builder, out_type, out._getvalue())
@@ -1731,12 +1731,17 @@ class API:
             if l and W.shape[0] != arrays[l - 2].shape[1]:
                 self.fail(f"params[{names[l]!r}] has {W.shape[0]} rows but the previous layer has "
                           f"{arrays[l - 2].shape[1]} units")
+        self.link(dtype)
+        return arrays
+
+    def link(self, dtype):
+        """Compile (or load from the cache) and register the runtime's functions and this model's
+        separate kernels for arrays of dtype, once per process."""
         if dtype not in self.linked:
             link(dtype)
             for kernel in getattr(self, "KERNELS", ()):
                 kernel.link(dtype)
             self.linked.add(dtype)
-        return arrays
 
     def data(self, name, arr, dtype, cols):
         if type(arr) is not np.ndarray:

@@ -24,7 +24,7 @@ Equations, as computed (`derive show digits` prints the whole derivation):
     update.v: v <- beta2*v + g**2*(1 - beta2)
     update.theta: theta <- -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + theta
 """
-# derive: spec=derive.toml model=digits template=module.py.j2 spec-hash=b649f92dfce0d2a4 runtime=afff4d65210be2e4 generator=5daedb2ed388
+# derive: spec=derive.toml model=digits template=module.py.j2 spec-hash=b649f92dfce0d2a4 runtime=1626da825f5755d3 generator=eca3aac8f944
 
 import math
 
@@ -35,15 +35,15 @@ if __package__:
     from . import _kernel_runtime as _rt
 else:  # loaded from its file path, outside its package: the runtime is the file beside it
     import importlib.util as _util, pathlib as _pathlib, sys as _sys  # noqa: E401
-    _rt = _sys.modules.get("_kernel_runtime_afff4d65210be2e4")
+    _rt = _sys.modules.get("_kernel_runtime_1626da825f5755d3")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_afff4d65210be2e4",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_1626da825f5755d3",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "afff4d65210be2e4")
+RUNTIME = (1, "1626da825f5755d3")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products run the runtime's shared compiled code

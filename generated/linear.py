@@ -13,7 +13,7 @@ Equations, as computed (`derive show linear` prints the whole derivation):
     grad.b1: dL/db_1 = 1*Delta_1
     update.theta: theta <- -g*lr + theta
 """
-# derive: spec=derive.toml model=linear template=module.py.j2 spec-hash=2a289c440d3bdefe runtime=afff4d65210be2e4 generator=5daedb2ed388
+# derive: spec=derive.toml model=linear template=module.py.j2 spec-hash=2a289c440d3bdefe runtime=1626da825f5755d3 generator=eca3aac8f944
 
 import math
 
@@ -24,15 +24,15 @@ if __package__:
     from . import _kernel_runtime as _rt
 else:  # loaded from its file path, outside its package: the runtime is the file beside it
     import importlib.util as _util, pathlib as _pathlib, sys as _sys  # noqa: E401
-    _rt = _sys.modules.get("_kernel_runtime_afff4d65210be2e4")
+    _rt = _sys.modules.get("_kernel_runtime_1626da825f5755d3")
     if _rt is None:  # (without the file, FileNotFoundError names it)
-        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_afff4d65210be2e4",
+        _spec = _util.spec_from_file_location(_rt_name := "_kernel_runtime_1626da825f5755d3",
                                               _pathlib.Path(__file__).with_name("_kernel_runtime.py"))
         _rt = _sys.modules[_rt_name] = _util.module_from_spec(_spec)
         _spec.loader.exec_module(_rt)
 
 #: The kernel runtime this module was built with: (interface, content hash).
-RUNTIME = (1, "afff4d65210be2e4")
+RUNTIME = (1, "1626da825f5755d3")
 _rt.check(*RUNTIME, __name__)
 
 # The runtime's helpers these kernels call. Products run the runtime's shared compiled code

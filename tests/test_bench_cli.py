@@ -62,6 +62,7 @@ def test_derive_bench_multiclass_group_every_peer_computes_the_same_training(tmp
     (["--configs", "medium"], "unknown config(s) medium; choose from tiny, small"),
     (["--dtypes", "float16"], "unknown dtype(s) float16"),
     (["--optimizers", "rmsprop"], "unknown optimizer(s) rmsprop"),
+    (["--peers", "derive,flax"], "unknown peer(s) flax"),
     (["--steps", "0"], "--steps must be >= 1"),
 ])
 def test_sweep_bench_bad_arguments_are_one_line_before_anything_runs(args, message):

@@ -299,8 +299,8 @@ def test_a_diverging_restart_drops_out_and_the_others_go_on(monkeypatch):
     lin = importlib.import_module("generated.linear")
     real = lin.init_params
 
-    def init(seed=0, dtype=np.float64, init=None):  # restart 1 starts where its loss overflows
-        p = real(seed=seed, dtype=dtype, init=init)
+    def init(seed=0, dtype=np.float64, init=None, widths=None):  # restart 1 starts where its loss overflows
+        p = real(seed=seed, dtype=dtype, init=init, widths=widths)
         return {k: v * 1e200 for k, v in p.items()} if seed == 1 else p
 
     monkeypatch.setattr(lin, "init_params", init)

@@ -290,8 +290,7 @@ def _check_arrays(module: ModuleType, params: Any, state: Any, where: Any,
     dtype = getattr(params[names[0]], "dtype", None)
     if dtype not in (np.float32, np.float64):
         raise CheckpointError(f"parameter {names[0]!r} must be a float32 or float64 array, got {dtype}", where)
-    expected_params = (module.init_params(seed=0, dtype=dtype) if widths is None
-                       else module.init_params(seed=0, dtype=dtype, widths=widths))
+    expected_params = module.init_params(seed=0, dtype=dtype, widths=widths)
     expected_state = module.init_state(expected_params)
     for name in names:
         _check_one(f"parameter {name!r}", params[name], expected_params[name], model, where)
